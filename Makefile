@@ -1,0 +1,44 @@
+# headwater: the two commands a fresh clone needs are `make demo` and `make test`.
+# Everything else here is what those two call.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HEADWATER := $(BIN)/headwater
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit setup jars stack-up stack-down bench clean
+
+## demo: set everything up (venv, deps, jars, stack) and run the main job
+demo: setup
+	$(HEADWATER) stack up
+	$(HEADWATER) demo
+
+## test: set everything up and run the whole suite against the real stack
+## (the pytest session fixture starts the local stack unless one is running or named by env)
+test: setup
+	@$(BIN)/pytest tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
+	  exit $$rc
+
+## test-unit: the broker-free tier only
+test-unit: setup
+	$(BIN)/pytest tests/unit
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/dev.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+stack-up: setup
+	$(HEADWATER) stack up
+
+stack-down: setup
+	$(HEADWATER) stack down
+
+clean: stack-down
+	rm -rf $(VENV) .headwater
