@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from headwater.devstack import LocalStack, default_home
+from headwater.devstack.assets import fetch_jars
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +33,9 @@ def private_home(tmp_path: Path) -> Iterator[Path]:
     """A stack home of its own that shares the already-fetched jars."""
     home = tmp_path / "stack-home"
     home.mkdir()
-    shared_jars = default_home() / "jars"
-    if shared_jars.is_dir():
-        (home / "jars").symlink_to(shared_jars.resolve())
+    shared = default_home()
+    fetch_jars(shared, shared / "stack" / "logs" / "fetch.log")
+    (home / "jars").symlink_to((shared / "jars").resolve())
     yield home
     LocalStack(home).down(timeout_s=10)  # never leave JVMs behind, whatever the test did
 
