@@ -228,7 +228,7 @@ def load_settings(
             )
 
     try:
-        return _Loaded(**cli)
+        loaded = _Loaded(**cli)
     except ValidationError as exc:
         first = exc.errors()[0]
         setting = str(first["loc"][0]) if first["loc"] else "settings"
@@ -237,6 +237,8 @@ def load_settings(
             _reason(first),
             _source_of(setting, cli, env, profile_path and str(profile_path), profile),
         ) from None
+    # A plain Settings (validated above) so it pickles into worker processes.
+    return Settings.model_construct(**{k: getattr(loaded, k) for k in Settings.model_fields})
 
 
 def _reason(error: Mapping[str, Any]) -> str:

@@ -1,0 +1,36 @@
+"""The services an operator may use while processing a batch.
+
+The Kafka runtime and the in-process test driver each implement :class:`ProcessingContext`; the
+operators cannot tell them apart, which is what lets unit tests run the same operators as
+production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import polars as pl
+
+from headwater.state.cache import WriteBackCache
+
+
+class ProcessingContext(Protocol):
+    """What the engine offers an operator during one batch."""
+
+    def produce(
+        self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None]
+    ) -> None:
+        """Queue output records (sent at once, made durable at the next checkpoint)."""
+
+    def dead_letter(self, rows: pl.DataFrame, error: BaseException, operator: str) -> None:
+        """Send the source records of ``rows`` (traced by their metadata columns) to the DLQ."""
+
+    def state(self, store_name: str, partition: int) -> WriteBackCache:
+        """The write-back cache of ``store_name`` for an input partition (opened on demand)."""
+
+    def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
+        """Encode the frame's user columns as Confluent-framed Avro under ``subject``."""
+
+    def now_ms(self) -> int:
+        """Processing time (controllable in the test driver)."""

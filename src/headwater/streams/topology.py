@@ -1,0 +1,245 @@
+"""The topology DSL: declare sources and operators once; compile to a plan run per batch.
+
+Example::
+
+    import polars as pl
+    from headwater.streams import Topology, agg
+
+    topology = Topology("order-stats")
+    orders = topology.source("events.order.created", value_format="avro")
+    big = orders.filter(pl.col("data").struct.field("payload").struct.field("totalAmount") > 100)
+    big.aggregate("orders-per-user", orders=agg.count()).to_topic("stats.orders-per-user")
+
+Every operator takes and returns a Polars frame per micro-batch; ``map_rows``/``filter_rows`` are
+the per-row Python escape hatch (slow path). Each operator may override the topology's error
+policy (``on_error="dlq" | "fail" | "skip"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import polars as pl
+
+from headwater.errors import HeadwaterError
+from headwater.streams import operators as ops
+from headwater.streams.aggregate import Agg, Aggregate
+from headwater.streams.execution import ErrorPolicy, Node
+from headwater.streams.process import Process, ProcessFn
+from headwater.streams.sink import Sink, SinkOperator
+
+ValueFormat = Literal["avro", "json", "raw"]
+
+
+class TopologyError(HeadwaterError):
+    """The topology is declared inconsistently (found when it is built or compiled)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """An input topic and how its values are decoded."""
+
+    topic: str
+    value_format: ValueFormat
+    reader_schema: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A state store declared by a stateful operator."""
+
+    name: str
+    operator: str
+    ttl_ms: int | None = None
+
+
+class Stream:
+    """A stream of micro-batch frames; every method adds an operator and returns its output."""
+
+    def __init__(self, topology: Topology, node: Node | None, after_key_by: bool = False):
+        self._topology = topology
+        self._node = node
+        self._after_key_by = after_key_by
+
+    def _then(
+        self, operator: ops.Operator, on_error: ErrorPolicy | None, *, key_by: bool = False
+    ) -> Stream:
+        operator.name = self._topology._label(operator.name)
+        node = Node(operator, on_error)
+        assert self._node is not None
+        self._node.children.append(node)
+        return Stream(self._topology, node, after_key_by=key_by or self._after_key_by)
+
+    def filter(self, predicate: pl.Expr, *, name: str = "filter",
+               on_error: ErrorPolicy | None = None) -> Stream:
+        """Keep rows where ``predicate`` (a Polars boolean expression) holds."""
+        return self._then(ops.Filter(predicate, name), on_error)
+
+    def with_columns(self, *exprs: pl.Expr, name: str = "with_columns",
+                     on_error: ErrorPolicy | None = None, **named: pl.Expr) -> Stream:
+        """Add or replace columns (Polars expressions; keyword arguments name them)."""
+        all_exprs = [*exprs, *(e.alias(n) for n, e in named.items())]
+        return self._then(ops.WithColumns(all_exprs, name), on_error)
+
+    def select(self, *exprs: pl.Expr | str, name: str = "select",
+               on_error: ErrorPolicy | None = None, **named: pl.Expr) -> Stream:
+        """Project to expressions; the metadata columns (``_key``, ``_offset``...) are kept."""
+        all_exprs = [pl.col(e) if isinstance(e, str) else e for e in exprs]
+        all_exprs += [e.alias(n) for n, e in named.items()]
+        return self._then(ops.Select(all_exprs, name), on_error)
+
+    def explode(self, *columns: str, name: str = "explode") -> Stream:
+        """One row per element of the given list columns."""
+        return self._then(ops.Explode(columns, name), None)
+
+    def split(self, predicate: pl.Expr, *, name: str = "split") -> tuple[Stream, Stream]:
+        """Branch by predicate: (rows where it holds, rows where it does not or is null)."""
+        yes = self._then(ops.Filter(predicate, f"{name}.true"), None)
+        no = self._then(ops.Filter(~predicate.fill_null(False), f"{name}.false"), None)
+        return yes, no
+
+    def key_by(self, key: pl.Expr | str, *, name: str = "key_by",
+               on_error: ErrorPolicy | None = None) -> Stream:
+        """Re-key the stream: ``_key`` becomes ``key`` (as a string).
+
+        A stateful operator after ``key_by`` needs records with one key in one partition; until
+        repartition topics land, that requires input already partitioned by that key, which the
+        caller confirms with ``aggregate(..., co_partitioned=True)``.
+        """
+        expr = pl.col(key) if isinstance(key, str) else key
+        return self._then(ops.KeyBy(expr, name), on_error, key_by=True)
+
+    def map_rows(self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, name: str = "map_rows",
+                 on_error: ErrorPolicy | None = None) -> Stream:
+        """Slow path: apply a Python function to each row (dict in, dict out)."""
+        return self._then(ops.MapRows(fn, name), on_error)
+
+    def filter_rows(self, fn: Callable[[dict[str, Any]], bool], *, name: str = "filter_rows",
+                    on_error: ErrorPolicy | None = None) -> Stream:
+        """Slow path: keep rows for which a Python predicate returns true."""
+        return self._then(ops.FilterRows(fn, name), on_error)
+
+    def aggregate(self, store: str, *, name: str = "aggregate", ttl_ms: int | None = None,
+                  co_partitioned: bool = False, on_error: ErrorPolicy | None = None,
+                  **aggs: Agg) -> Stream:
+        """Keyed running aggregates (``agg.count()``, ``agg.sum(...)``...) kept in ``store``.
+
+        Emits, per batch, one row per key that changed with its updated aggregates.
+        """
+        if not aggs:
+            raise TopologyError(f"aggregate {store!r} declares no aggregates")
+        self._require_partitioned(store, co_partitioned)
+        stream = self._then(Aggregate(store, aggs, name), on_error)
+        self._topology._add_store(StoreSpec(store, stream._node.operator.name, ttl_ms))
+        return stream
+
+    def process(self, fn: ProcessFn, *, store: str, name: str = "process",
+                ttl_ms: int | None = None, co_partitioned: bool = False,
+                on_error: ErrorPolicy | None = None) -> Stream:
+        """Slow path: per key, ``fn(key, rows, state) -> (new_state, output_rows)`` in Python.
+
+        ``state`` is any JSON-serializable value (``None`` for a new key); returning ``None`` as
+        the new state deletes it.
+        """
+        self._require_partitioned(store, co_partitioned)
+        stream = self._then(Process(fn, store, name), on_error)
+        self._topology._add_store(StoreSpec(store, stream._node.operator.name, ttl_ms))
+        return stream
+
+    def to_topic(self, topic: str, *, value_format: Literal["json", "avro"] = "json",
+                 schema: str | None = None, subject: str | None = None,
+                 name: str = "to_topic") -> None:
+        """Produce every row to ``topic``: key from ``_key``, value as JSON or Avro.
+
+        Avro needs the writer ``schema`` (JSON text); it is registered under ``subject``
+        (default ``<topic>-value``) and the frame is encoded column-wise.
+        """
+        if value_format == "avro" and not schema:
+            raise TopologyError(f"to_topic({topic!r}): value_format='avro' needs a schema")
+        self._then(ops.ToTopic(topic, value_format, schema, subject, name), None)
+        self._topology._outputs.append(topic)
+
+    def sink(self, sink: Sink, *, name: str = "sink") -> None:
+        """Hand every batch to ``sink``; it is flushed at each checkpoint before the commit."""
+        self._then(SinkOperator(sink, name), None)
+        self._topology._sinks.append(sink)
+
+    def _require_partitioned(self, store: str, co_partitioned: bool) -> None:
+        if self._after_key_by and not co_partitioned:
+            raise TopologyError(
+                f"store {store!r} follows key_by: repartition topics are not implemented yet; "
+                "pass co_partitioned=True if the input topic is already partitioned by the new key"
+            )
+
+
+@dataclass
+class Topology:
+    """A named set of sources and operator graphs.
+
+    Args:
+        name: a label for logs and metrics (the consumer group is the ``application_id`` setting).
+        on_error: the default error policy for operators (``dlq``, ``fail`` or ``skip``).
+    """
+
+    name: str
+    on_error: ErrorPolicy = "dlq"
+    _roots: dict[str, tuple[SourceSpec, Node]] = field(default_factory=dict)
+    _stores: dict[str, StoreSpec] = field(default_factory=dict)
+    _outputs: list[str] = field(default_factory=list)
+    _sinks: list[Sink] = field(default_factory=list)
+    _labels: set[str] = field(default_factory=set)
+
+    def source(self, topic: str, *, value_format: ValueFormat = "avro",
+               reader_schema: str | None = None) -> Stream:
+        """Declare an input topic; its batches are decoded into frames.
+
+        ``avro`` (Confluent wire format through the registry, optionally resolved to
+        ``reader_schema``), ``json`` (one JSON object per value) or ``raw`` (a ``value`` binary
+        column).
+        """
+        if topic in self._roots:
+            raise TopologyError(f"topic {topic!r} is declared as a source twice")
+        root = Node(ops.Operator())
+        root.operator.name = f"source:{topic}"
+        self._roots[topic] = (SourceSpec(topic, value_format, reader_schema), root)
+        return Stream(self, root)
+
+    @property
+    def sources(self) -> dict[str, SourceSpec]:
+        """Input topics and their decoding."""
+        return {t: spec for t, (spec, _) in self._roots.items()}
+
+    @property
+    def stores(self) -> list[StoreSpec]:
+        """State stores declared by the topology's stateful operators."""
+        return list(self._stores.values())
+
+    @property
+    def outputs(self) -> list[str]:
+        """Topics the topology produces to."""
+        return list(self._outputs)
+
+    @property
+    def sinks(self) -> list[Sink]:
+        """Sinks to flush at each checkpoint."""
+        return list(self._sinks)
+
+    def roots(self) -> Iterator[tuple[SourceSpec, list[Node]]]:
+        """Each source with the operator nodes its frames feed."""
+        for spec, root in self._roots.values():
+            yield spec, root.children
+
+    def _add_store(self, spec: StoreSpec) -> None:
+        if spec.name in self._stores:
+            raise TopologyError(f"store {spec.name!r} is used by two operators")
+        self._stores[spec.name] = spec
+
+    def _label(self, base: str) -> str:
+        label, n = base, 1
+        while label in self._labels:
+            n += 1
+            label = f"{base}#{n}"
+        self._labels.add(label)
+        return label

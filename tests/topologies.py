@@ -1,0 +1,40 @@
+"""Topologies the runtime tests run with `headwater run tests.topologies:<name>`.
+
+Topic names come from the environment so every test uses its own topics:
+HW_TEST_INPUT (source), HW_TEST_OUTPUT (per-key counts), HW_TEST_ECHO (one record per input).
+"""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+
+from headwater.streams import Topology, agg
+
+
+def count_per_key() -> Topology:
+    """Counts and sums per key; also echoes every input's id (to check exactly-once)."""
+    topology = Topology("count-per-key")
+    events = topology.source(os.environ["HW_TEST_INPUT"], value_format="json")
+    events.aggregate("counts", n=agg.count(), total=agg.sum("amount")).select(
+        "n", "total", key=pl.col("_key")
+    ).to_topic(os.environ["HW_TEST_OUTPUT"])
+    if os.environ.get("HW_TEST_ECHO"):
+        events.select("id").to_topic(os.environ["HW_TEST_ECHO"])
+    return topology
+
+
+def poison_aware() -> Topology:
+    """Rejects rows whose `kind` is 'poison' by raising in a row function."""
+
+    def check(row: dict) -> dict:
+        if row.get("kind") == "poison":
+            raise ValueError(f"poison row {row.get('id')}")
+        return row
+
+    topology = Topology("poison-aware")
+    topology.source(os.environ["HW_TEST_INPUT"], value_format="json").map_rows(
+        check, name="check"
+    ).to_topic(os.environ["HW_TEST_OUTPUT"])
+    return topology
