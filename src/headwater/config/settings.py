@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         1000, ge=10, description="Checkpoint at least this often (milliseconds)."
     )
+    session_timeout_ms: int = Field(
+        45_000, ge=6_000, le=300_000,
+        description="Consumer group session timeout: how soon a crashed worker's partitions move.",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus exporter port; 0 disables it."
     )

@@ -32,6 +32,8 @@ from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.worker")
 
+TTL_PURGE_INTERVAL_S = 60.0
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -104,6 +106,8 @@ class Worker:
         self._positions: dict[tuple[str, int], int] = {}
         self._since_checkpoint = 0
         self._in_transaction = False
+        self._assigned_at = 0.0
+        self._purged_at = time.monotonic()
         self._avro = None
         self._decoders: dict[str, BatchDecoder] = {}
         kafka = settings.kafka_client_config()
@@ -134,7 +138,7 @@ class Worker:
                 if messages:
                     self._process(messages)
                     last_record = now
-                elif self._idle_for(now - last_record):
+                elif self._idle_for(now - max(last_record, self._assigned_at)):
                     break
                 due = now - last_checkpoint >= self.settings.commit_interval_ms / 1000
                 budget = self.options.commit_every_records
@@ -179,6 +183,7 @@ class Worker:
 
     def checkpoint(self) -> None:
         """Make everything processed so far durable (order: see :mod:`.checkpoint`)."""
+        self._purge_expired_state()
         if not self._since_checkpoint and not any(True for _ in self.context.dirty_caches()):
             if self.exactly_once and self._in_transaction:
                 self.producer.commit_transaction(30)
@@ -199,10 +204,25 @@ class Worker:
         cp.write_stores(dirty, self.changelogs, self.tracker)
         self._since_checkpoint = 0
 
+    def _purge_expired_state(self) -> None:
+        """Every TTL_PURGE_INTERVAL_S, expired keys of TTL stores become changelogged deletes."""
+        now = time.monotonic()
+        if now - self._purged_at < TTL_PURGE_INTERVAL_S:
+            return
+        self._purged_at = now
+        partitions = {tp.partition for tp in self.consumer.assignment()}
+        for store in self.topology.stores:
+            if store.ttl_ms:
+                for partition in partitions:
+                    purged = self.context.state(store.name, partition).purge_expired()
+                    if purged:
+                        log.info("expired %d key(s) of %s[%d]", len(purged), store.name, partition)
+
     # --- rebalances -------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions))
+        self._assigned_at = time.monotonic()
         read_committed = True
         config = {**self.settings.kafka_client_config()}
         for tp in partitions:
@@ -275,6 +295,7 @@ class Worker:
             "client.id": f"{self.settings.kafka_client_id}-{self.options.worker_id}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            "session.timeout.ms": self.settings.session_timeout_ms,
             "auto.offset.reset": self.options.auto_offset_reset,
             "isolation.level": "read_committed",
             "queued.max.messages.kbytes": 65536,

@@ -1,0 +1,34 @@
+"""State of stateful operators: stores, the write-back cache, changelogs, restore, TTL.
+
+See docs/state.md. The engine uses it as:
+``StateManager.open`` -> ``restore`` from the changelog -> ``WriteBackCache`` per store during
+processing -> at a checkpoint ``dirty()`` to the changelog, then ``flush(last changelog offset)``.
+"""
+
+from headwater.state.cache import WriteBackCache
+from headwater.state.changelog import (
+    CHANGELOG_TOPIC_CONFIG,
+    changelog_topic,
+    ensure_changelog_topics,
+    restore,
+)
+from headwater.state.errors import StateError
+from headwater.state.manager import StateManager
+from headwater.state.store import NO_OFFSET, KeyValueStore, MemoryStore, RocksDBStore
+from headwater.state.ttl import Clock, TtlCodec
+
+__all__ = [
+    "CHANGELOG_TOPIC_CONFIG",
+    "NO_OFFSET",
+    "Clock",
+    "KeyValueStore",
+    "MemoryStore",
+    "RocksDBStore",
+    "StateError",
+    "StateManager",
+    "TtlCodec",
+    "WriteBackCache",
+    "changelog_topic",
+    "ensure_changelog_topics",
+    "restore",
+]

@@ -1,0 +1,146 @@
+"""`headwater run` end to end on the real broker: exact state across restarts, crashes,
+state loss and rebalances; exactly-once outputs; graceful shutdown; poison pills to the DLQ."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.runtime_support import (
+    Inputs,
+    kill_group,
+    latest_by_key,
+    merge,
+    produce_events,
+    read_topic,
+    run_headwater,
+    wait_for_output,
+)
+
+pytestmark = pytest.mark.e2e
+
+IDLE = ["--until-idle", "4"]
+
+
+class Job:
+    """One test's topics, settings and log for `tests.topologies:count_per_key`."""
+
+    def __init__(self, new_topic: Callable[..., str], unique_name: Callable[[str], str],
+                 tmp_path: Path, kafka_bootstrap: str, schema_registry_url: str,
+                 guarantee: str = "at-least-once") -> None:
+        self.input = new_topic("in", partitions=4)
+        self.output = new_topic("out", partitions=2)
+        self.echo = new_topic("echo", partitions=2)
+        self.state_dir = tmp_path / "state"
+        self.log = tmp_path / "headwater.log"
+        self.config = {"bootstrap.servers": kafka_bootstrap}
+        self.env = {
+            "HEADWATER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "HEADWATER_SCHEMA_REGISTRY_URL": schema_registry_url,
+            "HEADWATER_APPLICATION_ID": unique_name("app"),
+            "HEADWATER_STATE_DIR": str(self.state_dir),
+            "HEADWATER_COMMIT_INTERVAL_MS": "200",
+            "HEADWATER_SESSION_TIMEOUT_MS": "8000",
+            "HEADWATER_PROCESSING_GUARANTEE": guarantee,
+            "HW_TEST_INPUT": self.input,
+            "HW_TEST_OUTPUT": self.output,
+            "HW_TEST_ECHO": self.echo,
+        }
+
+    def run(self, *args: str, wait: bool = True):
+        proc = run_headwater(["tests.topologies:count_per_key", *args], self.env, self.log, wait)
+        if wait:
+            assert proc.returncode == 0, self.log.read_text()[-3000:]
+        return proc
+
+    def assert_exact(self, expected: Inputs) -> None:
+        final = latest_by_key(read_topic(self.config, self.output))
+        assert {k: v["n"] for k, v in final.items()} == dict(expected.counts), self.log_tail()
+        for key, total in expected.totals.items():
+            assert final[key]["total"] == pytest.approx(total)
+
+    def log_tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else ""
+
+
+@pytest.fixture
+def job(new_topic, unique_name, tmp_path, kafka_bootstrap, schema_registry_url) -> Job:
+    return Job(new_topic, unique_name, tmp_path, kafka_bootstrap, schema_registry_url)
+
+
+@pytest.fixture
+def eos_job(new_topic, unique_name, tmp_path, kafka_bootstrap, schema_registry_url) -> Job:
+    return Job(new_topic, unique_name, tmp_path, kafka_bootstrap, schema_registry_url,
+               guarantee="exactly-once")
+
+
+def test_counts_per_key_equal_an_independent_count(job: Job) -> None:
+    expected = produce_events(job.config, job.input, 20_000, keys=97)
+    job.run(*IDLE)
+    job.assert_exact(expected)
+
+
+def test_sigterm_checkpoints_and_exits_0_then_a_restart_continues_exactly(job: Job) -> None:
+    first = produce_events(job.config, job.input, 20_000)
+    proc = job.run("--batch-size", "300", wait=False)
+    wait_for_output(job.config, job.echo, 3_000)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, job.log_tail()
+    assert time.monotonic() - began < 10
+    echoed = len(read_topic(job.config, job.echo))
+    assert 0 < echoed < 20_000, "stopped mid-stream"
+
+    second = produce_events(job.config, job.input, 5_000, start_id=20_000)
+    job.run(*IDLE)
+    job.assert_exact(merge(first, second))
+
+
+def test_state_is_restored_from_the_changelog_when_the_local_dir_is_lost(job: Job) -> None:
+    first = produce_events(job.config, job.input, 10_000)
+    job.run(*IDLE)
+    assert any(job.state_dir.iterdir())
+    shutil.rmtree(job.state_dir)
+
+    second = produce_events(job.config, job.input, 10_000, start_id=10_000)
+    job.run(*IDLE)
+    job.assert_exact(merge(first, second))
+    assert "restored" in job.log.read_text()
+
+
+def test_exactly_once_survives_kill_9(eos_job: Job) -> None:
+    job = eos_job
+    expected = produce_events(job.config, job.input, 30_000)
+    proc = job.run("--batch-size", "300", wait=False)
+    wait_for_output(job.config, job.echo, 5_000)
+    kill_group(proc, signal.SIGKILL)
+
+    uncommitted = len(read_topic(job.config, job.echo, committed_only=False))
+    job.run(*IDLE)
+
+    echoed = sorted(int(m.value().split(b":")[1].rstrip(b"}")) for m in read_topic(job.config, job.echo))
+    assert echoed == expected.ids  # every input exactly once, as a read_committed consumer sees it
+    job.assert_exact(expected)
+    everything = len(read_topic(job.config, job.echo, committed_only=False))
+    assert everything >= uncommitted >= 5_000  # the killed run's records are in the log, aborted
+
+
+def test_partitions_and_their_state_move_when_a_worker_leaves(job: Job) -> None:
+    first = produce_events(job.config, job.input, 20_000)
+    staying = job.run("--batch-size", "300", "--worker-id-base", "0", "--until-idle", "8",
+                      wait=False)
+    leaving = job.run("--batch-size", "300", "--worker-id-base", "1", wait=False)
+    wait_for_output(job.config, job.echo, 4_000)
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(30) == 0, job.log_tail()
+
+    second = produce_events(job.config, job.input, 5_000, start_id=20_000)
+    assert staying.wait(120) == 0, job.log_tail()
+    job.assert_exact(merge(first, second))
+    log = job.log.read_text()
+    assert "worker-1" in log and "worker-0" in log
