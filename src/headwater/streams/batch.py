@@ -112,7 +112,7 @@ def to_dead_letter(record: RawRecord, error: BaseException, operator: str) -> De
         value=record.value,
         headers=record.headers,
         error_class=type(error).__name__,
-        error_message=str(error),
+        error_message=str(error) or repr(error),
         source_topic=record.topic,
         source_partition=record.partition,
         source_offset=record.offset,

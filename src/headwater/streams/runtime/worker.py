@@ -200,6 +200,7 @@ class Worker:
             self._in_transaction = False
         else:
             cp.flush_producer(self.producer, self.tracker, 60)
+            self.dead_letters.raise_for_delivery_errors()
             cp.commit_offsets(self.consumer, offsets)
         cp.write_stores(dirty, self.changelogs, self.tracker)
         self._since_checkpoint = 0

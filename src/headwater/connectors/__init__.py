@@ -1,0 +1,1 @@
+"""Connectors: the edges of the engine (dead-letter queue today; lake and read models next)."""
