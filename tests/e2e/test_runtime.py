@@ -6,66 +6,21 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.runtime_support import (
-    Inputs,
+    IDLE,
+    Job,
     kill_group,
     latest_by_key,
     merge,
     produce_events,
     read_topic,
-    run_headwater,
     wait_for_output,
 )
 
 pytestmark = pytest.mark.e2e
-
-IDLE = ["--until-idle", "4"]
-
-
-class Job:
-    """One test's topics, settings and log for `tests.topologies:count_per_key`."""
-
-    def __init__(self, new_topic: Callable[..., str], unique_name: Callable[[str], str],
-                 tmp_path: Path, kafka_bootstrap: str, schema_registry_url: str,
-                 guarantee: str = "at-least-once") -> None:
-        self.input = new_topic("in", partitions=4)
-        self.output = new_topic("out", partitions=2)
-        self.echo = new_topic("echo", partitions=2)
-        self.state_dir = tmp_path / "state"
-        self.log = tmp_path / "headwater.log"
-        self.config = {"bootstrap.servers": kafka_bootstrap}
-        self.env = {
-            "HEADWATER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "HEADWATER_SCHEMA_REGISTRY_URL": schema_registry_url,
-            "HEADWATER_APPLICATION_ID": unique_name("app"),
-            "HEADWATER_STATE_DIR": str(self.state_dir),
-            "HEADWATER_COMMIT_INTERVAL_MS": "200",
-            "HEADWATER_SESSION_TIMEOUT_MS": "8000",
-            "HEADWATER_PROCESSING_GUARANTEE": guarantee,
-            "HW_TEST_INPUT": self.input,
-            "HW_TEST_OUTPUT": self.output,
-            "HW_TEST_ECHO": self.echo,
-        }
-
-    def run(self, *args: str, wait: bool = True):
-        proc = run_headwater(["tests.topologies:count_per_key", *args], self.env, self.log, wait)
-        if wait:
-            assert proc.returncode == 0, self.log.read_text()[-3000:]
-        return proc
-
-    def assert_exact(self, expected: Inputs) -> None:
-        final = latest_by_key(read_topic(self.config, self.output))
-        assert {k: v["n"] for k, v in final.items()} == dict(expected.counts), self.log_tail()
-        for key, total in expected.totals.items():
-            assert final[key]["total"] == pytest.approx(total)
-
-    def log_tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.exists() else ""
 
 
 @pytest.fixture
