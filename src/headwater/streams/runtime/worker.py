@@ -33,6 +33,7 @@ from headwater.streams.topology import Topology
 log = logging.getLogger("headwater.worker")
 
 TTL_PURGE_INTERVAL_S = 60.0
+PROGRESS_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class Worker:
         self._in_transaction = False
         self._assigned_at = 0.0
         self._purged_at = time.monotonic()
+        self._reported_at = time.monotonic()
+        self._reported_records = 0
         self._avro = None
         self._decoders: dict[str, BatchDecoder] = {}
         kafka = settings.kafka_client_config()
@@ -180,6 +183,16 @@ class Worker:
             self._since_checkpoint += len(records)
         if self._on_progress:
             self._on_progress(self.records_processed)
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._reported_at >= PROGRESS_INTERVAL_S:
+            done = self.records_processed - self._reported_records
+            log.info("processed %d record(s) (%.0f/s), %d dead-lettered in total",
+                     self.records_processed, done / (now - self._reported_at),
+                     sum(self.dead_letters.counts.values()))
+            self._reported_at, self._reported_records = now, self.records_processed
 
     def checkpoint(self) -> None:
         """Make everything processed so far durable (order: see :mod:`.checkpoint`)."""
