@@ -426,14 +426,11 @@ def test_property_random_records_byte_identical(name: str, data: st.DataObject) 
 
 
 def catalog_types() -> list[str]:
-    try:
-        from headwater.schemas.catalog import catalog
-    except ImportError:
-        return []
+    from headwater.schemas.catalog import catalog
+
     return list(catalog())
 
 
-@pytest.mark.skipif(not catalog_types(), reason="the domain catalog (headwater.schemas.catalog) is not there yet")
 @pytest.mark.parametrize("event_type", catalog_types())
 @PROP
 @given(data=st.data())

@@ -13,10 +13,18 @@ import warnings
 from collections.abc import Sequence
 
 from headwater import __version__
-from headwater.cli import config_cmd, demo_cmd, dlq_cmd, run_cmd, stack_cmd
+from headwater.cli import (
+    config_cmd,
+    demo_cmd,
+    dlq_cmd,
+    produce_cmd,
+    run_cmd,
+    schemas_cmd,
+    stack_cmd,
+)
 from headwater.errors import ConfigError, HeadwaterError
 
-COMMAND_GROUPS = [stack_cmd, config_cmd, demo_cmd, run_cmd, dlq_cmd]
+COMMAND_GROUPS = [stack_cmd, config_cmd, schemas_cmd, produce_cmd, run_cmd, dlq_cmd, demo_cmd]
 
 # authlib (pulled in by confluent-kafka's registry client) warns about its own httpx shim on import
 # and installs an "always" filter for that when imported; ours must be installed after it.

@@ -1,0 +1,1 @@
+"""Avro schemas of the domain, the registry cache and the serde (see docs/serde.md, docs/catalog.md)."""
