@@ -38,3 +38,27 @@ def poison_aware() -> Topology:
         check, name="check"
     ).to_topic(os.environ["HW_TEST_OUTPUT"])
     return topology
+
+
+ORDER_STATS_SCHEMA = """
+{"type": "record", "name": "UserOrderStats", "namespace": "io.headwater.test",
+ "fields": [{"name": "userId", "type": "string"},
+            {"name": "orders", "type": "long"},
+            {"name": "revenue", "type": "double"}]}
+"""
+
+
+def orders_per_user() -> Topology:
+    """Avro order.created -> valid orders -> re-keyed by userId (repartition) -> count, revenue."""
+    topology = Topology("orders-per-user")
+    payload = pl.col("data").struct.field("payload")
+    orders = topology.source(os.environ["HW_TEST_INPUT"], value_format="avro")
+    valid = orders.filter(
+        (payload.struct.field("totalAmount") > 0) & (payload.struct.field("items").list.len() > 0)
+    )
+    valid.key_by(payload.struct.field("userId")).aggregate(
+        "orders-per-user", orders=agg.count(), revenue=agg.sum(payload.struct.field("totalAmount"))
+    ).select("orders", "revenue", userId=pl.col("_key")).to_topic(
+        os.environ["HW_TEST_OUTPUT"], value_format="avro", schema=ORDER_STATS_SCHEMA
+    )
+    return topology

@@ -181,5 +181,9 @@ class Job:
         for key, total in expected.totals.items():
             assert final[key]["total"] == pytest.approx(total)
 
+    def env_for_cli(self) -> dict[str, str]:
+        """The process environment for other `headwater` commands against this job's stack."""
+        return {**os.environ, **self.env}
+
     def log_tail(self) -> str:
         return self.log.read_text()[-3000:] if self.log.exists() else ""

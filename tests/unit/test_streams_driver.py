@@ -154,8 +154,8 @@ def test_avro_output_round_trips_through_the_driver_registry() -> None:
 def test_declaration_errors_are_caught_when_building() -> None:
     topology = Topology("bad")
     stream = topology.source("in", value_format="json")
-    with pytest.raises(TopologyError, match="repartition"):
-        stream.key_by("user").aggregate("s", n=agg.count())
+    with pytest.raises(TopologyError, match="no aggregates"):
+        stream.aggregate("s1")
     stream.aggregate("s2", n=agg.count())
     with pytest.raises(TopologyError, match="used by two operators"):
         stream.aggregate("s2", n=agg.count())
@@ -163,3 +163,32 @@ def test_declaration_errors_are_caught_when_building() -> None:
         stream.to_topic("x", value_format="avro")
     with pytest.raises(TopologyError, match="twice"):
         topology.source("in")
+
+
+def test_key_by_before_aggregate_goes_through_a_repartition_topic() -> None:
+    topology = Topology("by-product")
+    topology.source("orders", value_format="json").explode("items").key_by(
+        pl.col("items").struct.field("sku")
+    ).aggregate("per-sku", lines=agg.count()).select("lines", sku=pl.col("_key")).to_topic("out")
+    assert topology.sources["per-sku-repartition"].internal
+    driver = InProcessTestDriver(topology)
+    driver.pipe("orders", [{"items": [{"sku": "A"}, {"sku": "B"}]}, {"items": [{"sku": "A"}]}],
+                keys=["o1", "o2"], timestamps_ms=[1_000, 2_000])
+    assert driver.read_json("out") == [{"lines": 2, "sku": "A"}, {"lines": 1, "sku": "B"}]
+    assert set(driver.store("per-sku")) == {b"A", b"B"}
+
+
+def test_repartition_needs_avro_compatible_column_names() -> None:
+    topology = Topology("bad-names")
+    topology.source("in", value_format="json").key_by("user").aggregate("s", n=agg.count())
+    driver = InProcessTestDriver(topology)
+    driver.pipe("in", [{"user": "a", "bad name": 1}], keys=["a"])
+    [letter] = driver.dead_letters
+    assert letter.error_class == "UnsupportedColumnType" and "bad name" in letter.error_message
+
+
+def test_co_partitioned_input_skips_the_repartition_topic() -> None:
+    topology = Topology("copart")
+    topology.source("in", value_format="json").key_by("user").aggregate(
+        "s", n=agg.count(), co_partitioned=True)
+    assert list(topology.sources) == ["in"]

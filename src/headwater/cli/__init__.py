@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
+
 
 from headwater import __version__
 from headwater.cli import (
@@ -25,14 +25,6 @@ from headwater.cli import (
 from headwater.errors import ConfigError, HeadwaterError
 
 COMMAND_GROUPS = [stack_cmd, config_cmd, schemas_cmd, produce_cmd, run_cmd, dlq_cmd, demo_cmd]
-
-# authlib (pulled in by confluent-kafka's registry client) warns about its own httpx shim on import
-# and installs an "always" filter for that when imported; ours must be installed after it.
-try:
-    import authlib.deprecate  # noqa: F401
-except ImportError:  # pragma: no cover - authlib comes with confluent-kafka[schemaregistry]
-    pass
-warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
 
 def build_parser() -> argparse.ArgumentParser:

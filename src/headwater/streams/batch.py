@@ -42,9 +42,17 @@ class BatchContext(ABC):
 
     @abstractmethod
     def produce(
-        self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None]
+        self,
+        topic: str,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        timestamps_ms: Sequence[int] | None = None,
     ) -> None:
         """Queue output records."""
+
+    @abstractmethod
+    def internal_topic(self, store_name: str) -> str:
+        """The physical repartition topic of a store."""
 
     @abstractmethod
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:

@@ -19,9 +19,16 @@ class ProcessingContext(Protocol):
     """What the engine offers an operator during one batch."""
 
     def produce(
-        self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None]
+        self,
+        topic: str,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        timestamps_ms: Sequence[int] | None = None,
     ) -> None:
         """Queue output records (sent at once, made durable at the next checkpoint)."""
+
+    def internal_topic(self, store_name: str) -> str:
+        """The physical name of the repartition topic feeding ``store_name``."""
 
     def dead_letter(self, rows: pl.DataFrame, error: BaseException, operator: str) -> None:
         """Send the source records of ``rows`` (traced by their metadata columns) to the DLQ."""

@@ -30,6 +30,7 @@ from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder, Rejected
 from headwater.streams.records import RawRecord, metadata_frame
+from headwater.streams.repartition import REPARTITION_SUFFIX
 from headwater.streams.topology import SourceSpec, Topology
 
 
@@ -66,6 +67,25 @@ class _FrameDecoder:
         return (pl.concat([meta, body], how="horizontal") if body.width else meta), bad
 
 
+class _DriverAvroDecoder:
+    """Internal (repartition) topics in the driver: decode what the driver's encoder wrote."""
+
+    def __init__(self, driver: InProcessTestDriver) -> None:
+        self._driver = driver
+
+    def decode(self, records: Sequence[RawRecord]) -> tuple[pl.DataFrame, list[Rejected]]:
+        rows = [self._driver._decode_avro(r.value or b"") for r in records]
+        body = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+        meta = metadata_frame(list(records))
+        return (pl.concat([meta, body], how="horizontal") if body.width else meta), []
+
+
+def _decoder(spec: SourceSpec, driver: InProcessTestDriver) -> BatchDecoder:
+    if spec.internal:
+        return _DriverAvroDecoder(driver)
+    return _FrameDecoder() if spec.value_format == "avro" else plain_decoder(spec)
+
+
 class InProcessTestDriver(BatchContext):
     """Runs a :class:`Topology` in-process, without Kafka (see the module docstring).
 
@@ -86,9 +106,9 @@ class InProcessTestDriver(BatchContext):
         self.dead_letters: list[DeadLetter] = []
         self._next_offset: dict[tuple[str, int], int] = {}
         self._schema_ids: dict[tuple[str, str], int] = {}
+        self._pending: list[tuple[bytes | None, bytes | None, int, str]] = []
         self._decoders: dict[str, BatchDecoder] = {
-            topic: _FrameDecoder() if spec.value_format == "avro" else plain_decoder(spec)
-            for topic, spec in topology.sources.items()
+            topic: _decoder(spec, self) for topic, spec in topology.sources.items()
         }
 
     # --- feeding ----------------------------------------------------------------------------
@@ -110,22 +130,30 @@ class InProcessTestDriver(BatchContext):
         spec = self._source(topic)
         records = []
         for i, value in enumerate(values):
-            offset = self._next_offset.get((topic, partition), 0)
-            self._next_offset[(topic, partition)] = offset + 1
             key = None if keys is None else keys[i]
-            records.append(
-                RawRecord(
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    timestamp_ms=timestamps_ms[i] if timestamps_ms else self.now_ms(),
-                    key=key.encode() if isinstance(key, str) else key,
-                    value=orjson.dumps(value) if isinstance(value, dict) else value,
-                )
-            )
+            records.append(self._record(
+                topic,
+                partition,
+                key.encode() if isinstance(key, str) else key,
+                orjson.dumps(value) if isinstance(value, dict) else value,
+                timestamps_ms[i] if timestamps_ms else self.now_ms(),
+            ))
         self.process(spec, self._decoders[topic], records)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            internal = batch[0][3]
+            self.process(self._source(internal), self._decoders[internal], [
+                self._record(internal, 0, key, value, ts) for key, value, ts, _ in batch
+            ])
         if self.auto_checkpoint:
             self.checkpoint()
+
+    def _record(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, ts: int
+    ) -> RawRecord:
+        offset = self._next_offset.get((topic, partition), 0)
+        self._next_offset[(topic, partition)] = offset + 1
+        return RawRecord(topic, partition, offset, ts, key, value)
 
     def advance_time(self, ms: int) -> None:
         """Move processing time forward."""
@@ -148,13 +176,13 @@ class InProcessTestDriver(BatchContext):
 
     def read_avro(self, topic: str) -> list[dict[str, Any]]:
         """Values produced to an Avro topic, decoded with the schema they were written with."""
+        return [self._decode_avro(r.value or b"") for r in self.read(topic)]
+
+    def _decode_avro(self, value: bytes) -> dict[str, Any]:
         schemas = {sid: schema for (_, schema), sid in self._schema_ids.items()}
-        decoded = []
-        for record in self.read(topic):
-            assert record.value is not None and record.value[0] == 0
-            schema = fastavro.parse_schema(orjson.loads(schemas[int.from_bytes(record.value[1:5])]))
-            decoded.append(fastavro.schemaless_reader(io.BytesIO(record.value[5:]), schema))
-        return decoded
+        assert value[0] == 0
+        schema = fastavro.parse_schema(orjson.loads(schemas[int.from_bytes(value[1:5])]))
+        return fastavro.schemaless_reader(io.BytesIO(value[5:]), schema)
 
     def store(self, store_name: str, partition: int = 0) -> dict[bytes, bytes]:
         """A store's checkpointed contents."""
@@ -163,9 +191,20 @@ class InProcessTestDriver(BatchContext):
     # --- BatchContext edges -----------------------------------------------------------------
 
     def produce(
-        self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None]
+        self,
+        topic: str,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        timestamps_ms: Sequence[int] | None = None,
     ) -> None:
+        if topic in self.topology.sources:  # an internal (repartition) topic: loop it back
+            times = timestamps_ms or [self.now_ms()] * len(keys)
+            self._pending.extend(zip(keys, values, times, [topic] * len(keys), strict=True))
+            return
         self.outputs.extend(OutputRecord(topic, k, v) for k, v in zip(keys, values, strict=True))
+
+    def internal_topic(self, store_name: str) -> str:
+        return f"{store_name}{REPARTITION_SUFFIX}"
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         self.dead_letters.extend(letters)

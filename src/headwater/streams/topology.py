@@ -28,6 +28,7 @@ from headwater.streams import operators as ops
 from headwater.streams.aggregate import Agg, Aggregate
 from headwater.streams.execution import ErrorPolicy, Node
 from headwater.streams.process import Process, ProcessFn
+from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
 from headwater.streams.sink import Sink, SinkOperator
 
 ValueFormat = Literal["avro", "json", "raw"]
@@ -39,11 +40,16 @@ class TopologyError(HeadwaterError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """An input topic and how its values are decoded."""
+    """An input topic and how its values are decoded.
+
+    ``internal`` sources are repartition topics: their physical name is
+    ``<application_id>-<topic>`` (see :mod:`headwater.streams.repartition`).
+    """
 
     topic: str
     value_format: ValueFormat
     reader_schema: str | None = None
+    internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,8 @@ class Stream:
                on_error: ErrorPolicy | None = None) -> Stream:
         """Re-key the stream: ``_key`` becomes ``key`` (as a string).
 
-        A stateful operator after ``key_by`` needs records with one key in one partition; until
-        repartition topics land, that requires input already partitioned by that key, which the
-        caller confirms with ``aggregate(..., co_partitioned=True)``.
+        A stateful operator after ``key_by`` needs each key in one partition, so the stream is
+        written through a repartition topic first (skipped with ``co_partitioned=True``).
         """
         expr = pl.col(key) if isinstance(key, str) else key
         return self._then(ops.KeyBy(expr, name), on_error, key_by=True)
@@ -126,12 +131,14 @@ class Stream:
                   **aggs: Agg) -> Stream:
         """Keyed running aggregates (``agg.count()``, ``agg.sum(...)``...) kept in ``store``.
 
-        Emits, per batch, one row per key that changed with its updated aggregates.
+        Emits, per batch, one row per key that changed with its updated aggregates. After
+        ``key_by`` the stream first goes through a repartition topic, unless
+        ``co_partitioned=True`` says the input is already partitioned by the new key.
         """
         if not aggs:
             raise TopologyError(f"aggregate {store!r} declares no aggregates")
-        self._require_partitioned(store, co_partitioned)
-        stream = self._then(Aggregate(store, aggs, name), on_error)
+        upstream = self._partitioned_for(store, co_partitioned)
+        stream = upstream._then(Aggregate(store, aggs, name), on_error)
         self._topology._add_store(StoreSpec(store, stream._node.operator.name, ttl_ms))
         return stream
 
@@ -143,8 +150,8 @@ class Stream:
         ``state`` is any JSON-serializable value (``None`` for a new key); returning ``None`` as
         the new state deletes it.
         """
-        self._require_partitioned(store, co_partitioned)
-        stream = self._then(Process(fn, store, name), on_error)
+        upstream = self._partitioned_for(store, co_partitioned)
+        stream = upstream._then(Process(fn, store, name), on_error)
         self._topology._add_store(StoreSpec(store, stream._node.operator.name, ttl_ms))
         return stream
 
@@ -166,12 +173,12 @@ class Stream:
         self._then(SinkOperator(sink, name), None)
         self._topology._sinks.append(sink)
 
-    def _require_partitioned(self, store: str, co_partitioned: bool) -> None:
-        if self._after_key_by and not co_partitioned:
-            raise TopologyError(
-                f"store {store!r} follows key_by: repartition topics are not implemented yet; "
-                "pass co_partitioned=True if the input topic is already partitioned by the new key"
-            )
+    def _partitioned_for(self, store: str, co_partitioned: bool) -> Stream:
+        """This stream, or (after key_by) the internal source reading its repartition topic."""
+        if not self._after_key_by or co_partitioned:
+            return self
+        self._then(Repartition(store, f"repartition:{store}"), None)
+        return self._topology._internal_source(f"{store}{REPARTITION_SUFFIX}")
 
 
 @dataclass
@@ -199,11 +206,17 @@ class Topology:
         ``reader_schema``), ``json`` (one JSON object per value) or ``raw`` (a ``value`` binary
         column).
         """
-        if topic in self._roots:
-            raise TopologyError(f"topic {topic!r} is declared as a source twice")
+        return self._add_source(SourceSpec(topic, value_format, reader_schema))
+
+    def _internal_source(self, topic: str) -> Stream:
+        return self._add_source(SourceSpec(topic, "avro", internal=True))
+
+    def _add_source(self, spec: SourceSpec) -> Stream:
+        if spec.topic in self._roots:
+            raise TopologyError(f"topic {spec.topic!r} is declared as a source twice")
         root = Node(ops.Operator())
-        root.operator.name = f"source:{topic}"
-        self._roots[topic] = (SourceSpec(topic, value_format, reader_schema), root)
+        root.operator.name = f"source:{spec.topic}"
+        self._roots[spec.topic] = (spec, root)
         return Stream(self, root)
 
     @property

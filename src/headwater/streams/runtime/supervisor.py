@@ -59,6 +59,7 @@ def run_worker(reference: str, settings: Settings, options: WorkerOptions) -> No
         level=logging.INFO,
         format=f"%(asctime)s worker-{options.worker_id} %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
     worker = Worker(load_topology(reference), settings, options)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())

@@ -21,16 +21,22 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from headwater.config import Settings
+from headwater.errors import HeadwaterError
 from headwater.connectors.dlq import DeadLetter, DeadLetterWriter, dlq_topic, ensure_dlq_topic
 from headwater.state.changelog import changelog_topic, ensure_changelog_topics, restore
 from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder
 from headwater.streams.records import RawRecord
+from headwater.streams.repartition import REPARTITION_SUFFIX, ensure_repartition_topics
 from headwater.streams.runtime import checkpoint as cp
 from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.worker")
+
+
+class SourceTopicMissing(HeadwaterError):
+    """A topology's source topic does not exist (the engine creates only internal topics)."""
 
 TTL_PURGE_INTERVAL_S = 60.0
 PROGRESS_INTERVAL_S = 10.0
@@ -64,16 +70,24 @@ class _KafkaContext(BatchContext):
         self._worker = worker
 
     def produce(
-        self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None]
+        self,
+        topic: str,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        timestamps_ms: Sequence[int] | None = None,
     ) -> None:
-        producer, callback = self._worker.producer, self._worker.tracker.on_delivery
-        for key, value in zip(keys, values, strict=True):
+        produce, callback = self._worker.producer.produce, self._worker.tracker.on_delivery
+        times = timestamps_ms if timestamps_ms is not None else [0] * len(keys)
+        for key, value, ts in zip(keys, values, times, strict=True):
             while True:
                 try:
-                    producer.produce(topic, value, key, on_delivery=callback)
+                    produce(topic, value, key, on_delivery=callback, timestamp=ts)
                     break
                 except BufferError:
-                    producer.poll(0.05)
+                    self._worker.producer.poll(0.05)
+
+    def internal_topic(self, store_name: str) -> str:
+        return self._worker.physical[f"{store_name}{REPARTITION_SUFFIX}"]
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         self._worker.dead_letters.send(letters)
@@ -101,6 +115,11 @@ class Worker:
         self.changelogs = {
             s.name: changelog_topic(settings.application_id, s.name) for s in topology.stores
         }
+        self.physical = {
+            t: (f"{settings.application_id}-{t}" if spec.internal else t)
+            for t, spec in topology.sources.items()
+        }
+        self._logical = {physical: t for t, physical in self.physical.items()}
         self.records_processed = 0
         self._on_progress = on_progress
         self._running = False
@@ -127,7 +146,7 @@ class Worker:
         if self.exactly_once:
             self.producer.init_transactions(30)
         self.consumer.subscribe(
-            list(self.topology.sources), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            list(self.physical.values()), on_assign=self._on_assign, on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
         self._running = True
@@ -176,7 +195,8 @@ class Worker:
                           msg.headers())
             )
         for topic, records in by_topic.items():
-            self.context.process(self.topology.sources[topic], self._decoder(topic), records)
+            logical = self._logical[topic]
+            self.context.process(self.topology.sources[logical], self._decoder(logical), records)
             for record in records:
                 self._positions[(record.topic, record.partition)] = record.offset + 1
             self.records_processed += len(records)
@@ -273,13 +293,18 @@ class Worker:
         admin = AdminClient(self.settings.kafka_client_config())
         metadata = admin.list_topics(timeout=30)
         partitions = {}
-        for topic in self.topology.sources:
+        for topic, spec in self.topology.sources.items():
+            if spec.internal:
+                continue
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
-                raise cp.CheckpointError(f"source topic {topic!r} does not exist")
+                raise SourceTopicMissing(f"source topic {topic!r} does not exist")
             partitions[topic] = len(metadata.topics[topic].partitions)
+        count = max(partitions.values())
         ensure_dlq_topic(admin, self.dead_letters.topic)
+        internal = [self.physical[t] for t, spec in self.topology.sources.items() if spec.internal]
+        if internal:
+            ensure_repartition_topics(admin, internal, count)
         if self.changelogs:
-            count = max(partitions.values())
             ensure_changelog_topics(admin, {t: count for t in self.changelogs.values()})
 
     def _decoder(self, topic: str) -> BatchDecoder:
@@ -325,6 +350,9 @@ class Worker:
             "batch.size": 1_000_000,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
+            # the Java clients' partitioner, so keyed outputs co-partition with Kafka Streams/JVM
+            # producers (librdkafka's default hashes keys differently)
+            "partitioner": "murmur2_random",
         }
         if self.exactly_once:
             host = socket.gethostname()

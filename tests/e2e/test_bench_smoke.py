@@ -1,0 +1,42 @@
+"""`headwater bench engine --quick` end to end: the suite runs, writes its JSON with the required
+fields, and every engine's output agrees with the expected results. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = {"suite", "workload", "engine", "workers", "events", "events_per_s", "p50_ms", "p99_ms",
+            "cpu_s_per_million", "peak_rss_mb", "agrees"}
+
+
+def test_quick_engine_suite_runs_and_results_agree(kafka_bootstrap: str, schema_registry_url: str,
+                                                    tmp_path: Path) -> None:
+    out = tmp_path / "engine.json"
+    env = {**os.environ, "HEADWATER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "HEADWATER_SCHEMA_REGISTRY_URL": schema_registry_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "headwater", "bench", "engine", "--quick", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu"] and report["command"].startswith("headwater bench engine")
+    rows = report["results"]
+    assert {(r["workload"], r["engine"]) for r in rows} >= {
+        ("W0", "confluent-kafka"), ("W1", "headwater"), ("W1", "quixstreams"),
+        ("W2", "headwater"), ("W2", "quixstreams")}
+    for row in rows:
+        assert REQUIRED <= set(row), row
+        assert row["events"] > 0 and row["events_per_s"], row
+        if row["workload"] != "W0":
+            assert row["agrees"] is True, row
+    assert out.with_suffix(".md").exists()
