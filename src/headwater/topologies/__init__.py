@@ -1,0 +1,1 @@
+"""Domain pipelines built with the DSL (ingestion, correlation, analytics, anomaly: growing)."""
