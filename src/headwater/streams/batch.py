@@ -18,7 +18,7 @@ from headwater.state.cache import WriteBackCache
 from headwater.state.manager import StateManager
 from headwater.streams.decode import BatchDecoder, JsonDecoder, RawDecoder
 from headwater.streams.execution import run_node
-from headwater.streams.records import OFFSET, PARTITION, TOPIC, RawRecord
+from headwater.streams.records import OFFSET, PARTITION, TOPIC, RawRecord, RecordBatch
 from headwater.streams.topology import SourceSpec, Topology
 
 
@@ -36,7 +36,7 @@ class BatchContext(ABC):
         self.clock = clock
         self.caches: dict[tuple[str, int], WriteBackCache] = {}
         self._ttl = {spec.name: spec.ttl_ms for spec in topology.stores}
-        self._batch: dict[tuple[str, int, int], RawRecord] = {}
+        self._batch: RecordBatch | None = None
 
     # --- ProcessingContext ------------------------------------------------------------------
 
@@ -64,9 +64,14 @@ class BatchContext(ABC):
 
     def dead_letter(self, rows: pl.DataFrame, error: BaseException, operator: str) -> None:
         """Dead-letter the source records of ``rows`` (each sent once, even if a row repeats)."""
-        sources = rows.select(TOPIC, PARTITION, OFFSET).unique(maintain_order=True).iter_rows()
-        records = [self._batch[(t, p, o)] for t, p, o in sources if (t, p, o) in self._batch]
-        self.send_dead_letters([to_dead_letter(r, error, operator) for r in records])
+        batch = self._batch
+        if batch is None:
+            return
+        sources = rows.filter(pl.col(TOPIC) == batch.topic).select(PARTITION, OFFSET)
+        positions = [batch.position(p, o) for p, o in sources.unique(maintain_order=True).iter_rows()]
+        self.send_dead_letters(
+            [to_dead_letter(batch.record(i), error, operator) for i in positions if i is not None]
+        )
 
     def state(self, store_name: str, partition: int) -> WriteBackCache:
         """The write-back cache of a store partition, opened on first use."""
@@ -82,15 +87,17 @@ class BatchContext(ABC):
 
     # --- batch processing -------------------------------------------------------------------
 
-    def process(self, spec: SourceSpec, decoder: BatchDecoder, records: Sequence[RawRecord]) -> None:
-        """Decode ``records`` of one source topic and run them through the topology."""
-        self._batch = {(r.topic, r.partition, r.offset): r for r in records}
-        frame, rejected = decoder.decode(records)
+    def process(self, spec: SourceSpec, decoder: BatchDecoder, batch: RecordBatch) -> None:
+        """Decode a batch of one source topic and run it through the topology."""
+        self._batch = batch
+        frame, rejected = decoder.decode(batch)
         if rejected:
-            self.send_dead_letters([to_dead_letter(r.record, r.error, "decode") for r in rejected])
+            self.send_dead_letters(
+                [to_dead_letter(batch.record(r.index), r.error, "decode") for r in rejected]
+            )
         for node in self.topology_children(spec.topic):
             run_node(node, frame, self, self.topology.on_error)
-        self._batch = {}
+        self._batch = None
 
     def topology_children(self, topic: str) -> list:
         """The operator nodes fed by a source topic."""

@@ -28,8 +28,8 @@ import polars as pl
 from headwater.connectors.dlq import DeadLetter
 from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
-from headwater.streams.decode import BatchDecoder, Rejected
-from headwater.streams.records import RawRecord, metadata_frame
+from headwater.streams.decode import BatchDecoder, Rejected, with_metadata
+from headwater.streams.records import RawRecord, RecordBatch
 from headwater.streams.repartition import REPARTITION_SUFFIX
 from headwater.streams.topology import SourceSpec, Topology
 
@@ -54,17 +54,16 @@ class _ManualClock:
 class _FrameDecoder:
     """Avro sources in the driver: the test hands dicts; they become a frame directly."""
 
-    def decode(self, records: Sequence[RawRecord]) -> tuple[pl.DataFrame, list[Rejected]]:
+    def decode(self, batch: RecordBatch) -> tuple[pl.DataFrame, list[Rejected]]:
         rows, good, bad = [], [], []
-        for record in records:
+        for i, value in enumerate(batch.values):
             try:
-                rows.append(orjson.loads(record.value or b""))
-                good.append(record)
+                rows.append(orjson.loads(value or b""))
+                good.append(i)
             except orjson.JSONDecodeError as exc:
-                bad.append(Rejected(record, exc))
+                bad.append(Rejected(i, exc))
         body = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
-        meta = metadata_frame(good)
-        return (pl.concat([meta, body], how="horizontal") if body.width else meta), bad
+        return with_metadata(batch, body, good), bad
 
 
 class _DriverAvroDecoder:
@@ -73,11 +72,10 @@ class _DriverAvroDecoder:
     def __init__(self, driver: InProcessTestDriver) -> None:
         self._driver = driver
 
-    def decode(self, records: Sequence[RawRecord]) -> tuple[pl.DataFrame, list[Rejected]]:
-        rows = [self._driver._decode_avro(r.value or b"") for r in records]
+    def decode(self, batch: RecordBatch) -> tuple[pl.DataFrame, list[Rejected]]:
+        rows = [self._driver._decode_avro(v or b"") for v in batch.values]
         body = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
-        meta = metadata_frame(list(records))
-        return (pl.concat([meta, body], how="horizontal") if body.width else meta), []
+        return with_metadata(batch, body, None), []
 
 
 def _decoder(spec: SourceSpec, driver: InProcessTestDriver) -> BatchDecoder:
@@ -138,13 +136,13 @@ class InProcessTestDriver(BatchContext):
                 orjson.dumps(value) if isinstance(value, dict) else value,
                 timestamps_ms[i] if timestamps_ms else self.now_ms(),
             ))
-        self.process(spec, self._decoders[topic], records)
+        self.process(spec, self._decoders[topic], RecordBatch.from_records(topic, records))
         while self._pending:
             batch, self._pending = self._pending, []
             internal = batch[0][3]
-            self.process(self._source(internal), self._decoders[internal], [
-                self._record(internal, 0, key, value, ts) for key, value, ts, _ in batch
-            ])
+            self.process(self._source(internal), self._decoders[internal], RecordBatch.from_records(
+                internal, [self._record(internal, 0, key, value, ts) for key, value, ts, _ in batch]
+            ))
         if self.auto_checkpoint:
             self.checkpoint()
 

@@ -6,15 +6,13 @@ per process and every output subject is registered once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import polars as pl
 
 from headwater.config import Settings
 from headwater.schemas.registry import SchemaCache
 from headwater.schemas.serde import AvroSerde
-from headwater.streams.decode import Rejected
-from headwater.streams.records import RawRecord, metadata_frame
+from headwater.streams.decode import Rejected, with_metadata
+from headwater.streams.records import RecordBatch
 from headwater.streams.topology import SourceSpec
 
 
@@ -24,12 +22,13 @@ class AvroSourceDecoder:
     def __init__(self, serde: AvroSerde) -> None:
         self._serde = serde
 
-    def decode(self, records: Sequence[RawRecord]) -> tuple[pl.DataFrame, list[Rejected]]:
-        decoded = self._serde.decode_batch([r.value or b"" for r in records])
-        rejected = [Rejected(records[r.index], r.error) for r in decoded.rejected]
-        accepted = records if not rejected else [records[i] for i in decoded.positions]
-        meta = metadata_frame(list(accepted))
-        return pl.concat([meta, decoded.frame], how="horizontal"), rejected
+    def decode(self, batch: RecordBatch) -> tuple[pl.DataFrame, list[Rejected]]:
+        values = batch.values
+        decoded = self._serde.decode_batch(values if None not in values else
+                                           [v or b"" for v in values])
+        rejected = [Rejected(r.index, r.error) for r in decoded.rejected]
+        rows = decoded.positions.tolist() if rejected else None
+        return with_metadata(batch, decoded.frame, rows), rejected
 
 
 class AvroCodec:

@@ -27,7 +27,7 @@ from headwater.state.changelog import changelog_topic, ensure_changelog_topics, 
 from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder
-from headwater.streams.records import RawRecord
+from headwater.streams.records import RecordBatch
 from headwater.streams.repartition import REPARTITION_SUFFIX, ensure_repartition_topics
 from headwater.streams.runtime import checkpoint as cp
 from headwater.streams.topology import Topology
@@ -182,25 +182,22 @@ class Worker:
         if self.exactly_once and not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
-        by_topic: dict[str, list[RawRecord]] = defaultdict(list)
+        by_topic: dict[str, list] = defaultdict(list)
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error on %s: %s", msg.topic(), err.str())
                 continue
-            ts_type, ts = msg.timestamp()
-            by_topic[msg.topic()].append(
-                RawRecord(msg.topic(), msg.partition(), msg.offset(), ts, msg.key(), msg.value(),
-                          msg.headers())
-            )
-        for topic, records in by_topic.items():
+            by_topic[msg.topic()].append(msg)
+        for topic, topic_messages in by_topic.items():
+            batch = RecordBatch.from_messages(topic, topic_messages)
             logical = self._logical[topic]
-            self.context.process(self.topology.sources[logical], self._decoder(logical), records)
-            for record in records:
-                self._positions[(record.topic, record.partition)] = record.offset + 1
-            self.records_processed += len(records)
-            self._since_checkpoint += len(records)
+            self.context.process(self.topology.sources[logical], self._decoder(logical), batch)
+            for partition, offset in zip(batch.partitions, batch.offsets):
+                self._positions[(topic, partition)] = offset + 1
+            self.records_processed += len(batch)
+            self._since_checkpoint += len(batch)
         if self._on_progress:
             self._on_progress(self.records_processed)
         self._report_progress()
