@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from headwater import __version__
 from headwater.cli import (
+    bench_cmd,
     config_cmd,
     demo_cmd,
     dlq_cmd,
@@ -24,7 +25,9 @@ from headwater.cli import (
 )
 from headwater.errors import ConfigError, HeadwaterError
 
-COMMAND_GROUPS = [stack_cmd, config_cmd, schemas_cmd, produce_cmd, run_cmd, dlq_cmd, demo_cmd]
+COMMAND_GROUPS = [
+    stack_cmd, config_cmd, schemas_cmd, produce_cmd, run_cmd, dlq_cmd, bench_cmd, demo_cmd,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

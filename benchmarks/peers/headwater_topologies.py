@@ -1,0 +1,68 @@
+"""headwater's side of the engine suite: ``headwater run benchmarks.peers.headwater_topologies:w1``.
+
+Topics and the input format come from the BENCH_* environment (see ``peer_env.py``). A sink on
+the source stream prints ``first_consumed`` once per worker (one attribute check per batch).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import polars as pl
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from peer_env import FirstConsumed, PeerEnv  # noqa: E402
+
+from headwater.bench.workloads import W1_SCHEMA_STR  # noqa: E402
+from headwater.streams import Topology, agg  # noqa: E402
+
+
+class _Probe:
+    """A sink that only reports the first batch."""
+
+    def __init__(self) -> None:
+        self.first = FirstConsumed()
+
+    def write(self, frame: pl.DataFrame) -> None:
+        self.first()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _source(name: str) -> tuple[Topology, PeerEnv, object]:
+    env = PeerEnv.load()
+    topology = Topology(name)
+    orders = topology.source(env.input, value_format=env.fmt)  # type: ignore[arg-type]
+    orders.sink(_Probe(), name="first-consumed")
+    return topology, env, orders
+
+
+def w1() -> Topology:
+    """Validate (totalAmount > 0, items non-empty), derive itemCount/totalCents, Avro out."""
+    topology, env, orders = _source("bench-w1")
+    payload = pl.col("data").struct.field("payload")
+    amount = payload.struct.field("totalAmount")
+    items = payload.struct.field("items").list.len()
+    orders.filter((amount > 0) & (items > 0), name="validate").select(
+        eventId=pl.col("eventId").cast(pl.String),
+        userId=pl.col("userId"),
+        orderId=payload.struct.field("orderId"),
+        totalAmount=amount,
+        itemCount=items.cast(pl.Int32),
+        totalCents=(amount * 100 + 0.5).floor().cast(pl.Int64),
+        name="derive",
+    ).to_topic(env.output, value_format="avro", schema=W1_SCHEMA_STR)
+    return topology
+
+
+def w2() -> Topology:
+    """Count per record key (userId); emits ``{"count": n}`` per changed key per batch."""
+    topology, env, orders = _source("bench-w2")
+    orders.aggregate("counts", count=agg.count()).select("count").to_topic(env.output)
+    return topology

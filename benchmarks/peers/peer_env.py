@@ -1,0 +1,50 @@
+"""Settings every peer reads from the environment (set by the harness), and the start probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PeerEnv:
+    """BENCH_* variables: topics, group, format, registry, guarantee, commit interval."""
+
+    bootstrap: str
+    registry: str
+    input: str
+    output: str
+    group: str
+    fmt: str
+    guarantee: str
+    commit_interval_s: float
+    state_dir: str
+    batch_size: int
+
+    @classmethod
+    def load(cls) -> PeerEnv:
+        e = os.environ
+        return cls(
+            bootstrap=e["BENCH_BOOTSTRAP"], registry=e.get("BENCH_REGISTRY", ""),
+            input=e["BENCH_INPUT"], output=e.get("BENCH_OUTPUT", ""), group=e["BENCH_GROUP"],
+            fmt=e.get("BENCH_FORMAT", "avro"), guarantee=e.get("BENCH_GUARANTEE", "at-least-once"),
+            commit_interval_s=float(e.get("BENCH_COMMIT_INTERVAL_S", "0.5")),
+            state_dir=e.get("BENCH_STATE_DIR", "/tmp/bench-state"),
+            batch_size=int(e.get("BENCH_BATCH_SIZE", "10000")),
+        )
+
+
+class FirstConsumed:
+    """Call it on each record/batch: prints the first_consumed event once, then costs one check."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, *_: object) -> None:
+        if not self.seen:
+            self.seen = True
+            sys.stdout.write(json.dumps({"event": "first_consumed", "t": time.time()}) + "\n")
+            sys.stdout.flush()

@@ -1,0 +1,83 @@
+"""Quix Streams peer: ``python benchmarks/peers/quix_peer.py W1|W2``.
+
+Idiomatic Quix: its own Avro (de)serializers backed by the Schema Registry
+(``SchemaRegistryClientConfig``), a StreamingDataFrame with ``filter``/``apply``, and for W2 its
+RocksDB state through ``apply(..., stateful=True)`` (Quix has no un-windowed count operator; state
+is scoped to the message key, the userId). Runs until SIGTERM; commits every
+BENCH_COMMIT_INTERVAL_S.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from peer_env import FirstConsumed, PeerEnv  # noqa: E402
+
+from quixstreams import Application, State  # noqa: E402
+from quixstreams.models.serializers.avro import AvroDeserializer, AvroSerializer  # noqa: E402
+from quixstreams.models.serializers.schema_registry import (  # noqa: E402
+    SchemaRegistryClientConfig,
+    SchemaRegistrySerializationConfig,
+)
+
+from headwater.bench.workloads import W1_SCHEMA  # noqa: E402
+from headwater.schemas.catalog import event_type  # noqa: E402
+
+
+def valid(order: dict) -> bool:
+    payload = order["data"]["payload"]
+    return payload["totalAmount"] > 0 and len(payload["items"]) > 0
+
+
+def derive(order: dict) -> dict:
+    payload = order["data"]["payload"]
+    return {
+        "eventId": str(order["eventId"]), "userId": order["userId"], "orderId": payload["orderId"],
+        "totalAmount": payload["totalAmount"], "itemCount": len(payload["items"]),
+        "totalCents": int(math.floor(payload["totalAmount"] * 100 + 0.5)),
+    }
+
+
+def count(_value: dict, state: State) -> dict:
+    n = state.get("count", 0) + 1
+    state.set("count", n)
+    return {"count": n}
+
+
+def main(workload: str) -> None:
+    env = PeerEnv.load()
+    app = Application(
+        broker_address=env.bootstrap, consumer_group=env.group, auto_offset_reset="earliest",
+        commit_interval=env.commit_interval_s, state_dir=env.state_dir, loglevel="WARNING",
+        processing_guarantee=env.guarantee,  # type: ignore[arg-type]
+        auto_create_topics=True,
+    )
+    registry = SchemaRegistryClientConfig(url=env.registry)
+    if env.fmt == "avro":
+        source = app.topic(env.input, key_deserializer="str", value_deserializer=AvroDeserializer(
+            schema=event_type("order.created").schema, schema_registry_client_config=registry))
+    else:
+        source = app.topic(env.input, key_deserializer="str", value_deserializer="json")
+    sdf = app.dataframe(source)
+    first = FirstConsumed()
+    sdf = sdf.update(first)
+    if workload == "W1":
+        sink = app.topic(env.output, key_serializer="str", value_serializer=AvroSerializer(
+            W1_SCHEMA, schema_registry_client_config=registry,
+            schema_registry_serialization_config=SchemaRegistrySerializationConfig(auto_register_schemas=True)))
+        sdf = sdf.filter(valid).apply(derive)
+    elif workload == "W2":
+        sink = app.topic(env.output, key_serializer="str", value_serializer="json")
+        sdf = sdf.apply(count, stateful=True)
+    else:
+        raise SystemExit(f"unknown workload {workload}")
+    sdf.to_topic(sink)
+    app.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

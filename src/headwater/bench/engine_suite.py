@@ -1,0 +1,332 @@
+"""The engine suite: W0/W1/W2 run by headwater and peers as subprocesses on the real broker.
+
+Per invocation: one input topic of generated ``order.created`` events keyed by userId is
+pre-loaded (reused when a previous run left an identical one), and the expected results are
+computed from it by the harness. Then, per (workload, engine, workers, guarantee): a fresh
+consumer group and output topic, the engine started as a subprocess, timed from its first
+consumed record to the moment the group's committed offsets reach the input's end offsets, then
+stopped; its output is read back and checked. Latency runs (workers=1, at-least-once, W1 and W2)
+feed a fresh input topic at ``latency_fraction`` of the engine's measured throughput.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka.admin import AdminClient
+
+from headwater.bench import kafka_io, workloads
+from headwater.bench.latency import measure
+from headwater.bench.process import EngineProcess
+from headwater.bench.progress import Progress
+from headwater.bench.report import ResultRow
+
+ROOT = Path(__file__).resolve().parents[3]
+PEERS = ROOT / "benchmarks" / "peers"
+ENGINES = ("headwater", "quixstreams", "faust")
+
+
+@dataclass
+class EngineSuiteConfig:
+    """Sizes and knobs of one engine-suite run (recorded in the result file)."""
+
+    events: int = 300_000
+    workers: list[int] = field(default_factory=lambda: [1, 2])
+    engines: list[str] = field(default_factory=lambda: ["headwater", "quixstreams"])
+    workloads: list[str] = field(default_factory=lambda: list(workloads.WORKLOADS))
+    exactly_once: bool = True
+    partitions: int = 4
+    input_format: str = "avro"
+    seed: int = 1
+    users: int = 10_000
+    invalid_fraction: float = 0.05
+    commit_interval_s: float = 0.5
+    batch_size: int = 10_000
+    latency: bool = True
+    latency_fraction: float = 0.5
+    latency_seconds: float = 15.0
+    latency_warmup_s: float = 3.0
+    run_timeout_s: float = 600.0
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> EngineSuiteConfig:
+        """Tiny sizes for the CI smoke run (about two minutes)."""
+        base = dict(events=20_000, workers=[1], partitions=2, latency_seconds=4.0,
+                    latency_warmup_s=1.0, run_timeout_s=180.0)
+        return cls(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One measured configuration."""
+
+    workload: str
+    engine: str
+    workers: int
+    guarantee: str = "at-least-once"
+
+    @property
+    def label(self) -> str:
+        eos = " EOS" if self.guarantee == "exactly-once" else ""
+        return f"{self.workload} {self.engine} x{self.workers}{eos}"
+
+
+def plan(cfg: EngineSuiteConfig) -> list[RunSpec]:
+    """Every run of the suite, headwater first within each workload (peers are checked against it)."""
+    runs: list[RunSpec] = []
+    for workload in cfg.workloads:
+        engines = ["confluent-kafka"] if workload == "W0" else cfg.engines
+        for engine in engines:
+            for workers in cfg.workers:
+                runs.append(RunSpec(workload, engine, workers))
+                if cfg.exactly_once and engine == "headwater" and workload == "W2":
+                    runs.append(RunSpec(workload, engine, workers, "exactly-once"))
+    return runs
+
+
+def available_engines(requested: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The requested engines that can run here, and why the others cannot."""
+    modules = {"quixstreams": "quixstreams", "faust": "faust"}
+    ok, skipped = [], {}
+    for engine in requested:
+        module = modules.get(engine)
+        if engine not in ENGINES:
+            skipped[engine] = "unknown engine"
+        elif engine == "faust" and not (PEERS / "faust_peer.py").exists():
+            skipped[engine] = "no peer implementation in benchmarks/peers"
+        elif module and find_spec(module) is None:
+            skipped[engine] = f"python package {module!r} is not installed"
+        else:
+            ok.append(engine)
+    return ok, skipped
+
+
+class EngineSuite:
+    """Runs the plan; ``run()`` returns result rows (see :class:`~headwater.bench.report.ResultRow`)."""
+
+    def __init__(self, cfg: EngineSuiteConfig, kafka: dict[str, Any], registry_url: str,
+                 logs: Path, progress: Progress | None = None) -> None:
+        self.cfg = cfg
+        self.kafka = kafka
+        self.registry_url = registry_url
+        self.logs = logs
+        self.progress = progress or Progress()
+        self.admin = AdminClient(kafka)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.state_root = Path(tempfile.mkdtemp(prefix="hw-bench-"))
+        self.input = f"bench.orders.{cfg.input_format}.s{cfg.seed}.u{cfg.users}.n{cfg.events}.p{cfg.partitions}"
+        self.codec = kafka_io.InputCodec.for_topic(cfg.input_format, self.input, registry_url)
+        self.expected: workloads.Expected | None = None
+        self.records: list[tuple[bytes, bytes, bytes]] = []
+        self.w1_reader = fastavro.parse_schema(workloads.W1_SCHEMA)
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def prepare_input(self) -> None:
+        """Pre-load the input topic once (reused when complete) and compute the expected results."""
+        cfg = self.cfg
+        kafka_io.create_topics(self.kafka, [self.input], cfg.partitions)
+        have = sum(kafka_io.end_offsets(self.kafka, self.input).values())
+        if have != cfg.events:
+            if have:
+                raise RuntimeError(f"{self.input} holds {have} records, not {cfg.events}: delete it")
+            t0 = time.monotonic()
+            kafka_io.preload(self.kafka, self.input, self.codec, cfg.events, cfg.seed, cfg.users,
+                             cfg.invalid_fraction,
+                             lambda n: self.progress.update(f"pre-loading {self.input}: {n:,}/{cfg.events:,}"))
+            self.progress.done(f"pre-loaded {cfg.events:,} events into {self.input} "
+                               f"in {time.monotonic() - t0:.1f} s (not timed)")
+        else:
+            self.progress.done(f"reusing {self.input} ({have:,} events)")
+        decode, expected = self.codec.decoder(), workloads.Expected()
+        for key, value in kafka_io.read_topic(self.kafka, self.input):
+            event = decode(value)
+            expected.add(key.decode(), event)
+            self.records.append((key, value, str(event["eventId"]).encode()))
+        self.expected = expected
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def run(self, on_row: Callable[[ResultRow], None] | None = None) -> list[ResultRow]:
+        """Prepare the input, then measure every planned run (and the latency runs)."""
+        self.prepare_input()
+        rows: list[ResultRow] = []
+        runs = plan(self.cfg)
+        for i, spec in enumerate(runs, 1):
+            row = self.throughput(spec, f"[{i}/{len(runs)}]")
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        if self.cfg.latency:
+            for row in list(rows):
+                if row.workload in ("W1", "W2") and row.workers == 1 and row.guarantee == "at-least-once" \
+                        and row.events_per_s:
+                    self.latency(row)
+                    if on_row:
+                        on_row(row)
+        shutil.rmtree(self.state_root, ignore_errors=True)
+        return rows
+
+    def throughput(self, spec: RunSpec, tag: str) -> ResultRow:
+        """One timed run over the whole pre-loaded input."""
+        assert self.expected is not None
+        name = f"{spec.workload}-{spec.engine}-{spec.workers}-{spec.guarantee}-{self.run_id}".lower()
+        group, output = f"bench-{name}", f"bench.out.{name}"
+        if spec.workload != "W0":
+            kafka_io.create_topics(self.kafka, [output], self.cfg.partitions)
+        ends = kafka_io.end_offsets(self.kafka, self.input)
+        total = sum(ends.values())
+        procs = self._start(spec, group, self.input, output)
+        row = ResultRow("engine", spec.workload, spec.engine, spec.workers, total, None,
+                        guarantee=spec.guarantee)
+        try:
+            t_end = self._wait_committed(procs, group, ends, f"{tag} {spec.label}")
+        finally:
+            child_cpu = sum(p.stop() for p in procs)
+        t_first = min((p.first_consumed for p in procs if p.first_consumed), default=None)
+        if t_end is None or t_first is None:
+            row.notes = f"did not finish within {self.cfg.run_timeout_s:.0f} s; see {self.logs}"
+            self.progress.done(f"{tag} {spec.label}: FAILED ({row.notes})")
+            return row
+        window = max(t_end - t_first, 1e-6)
+        cpu = sum(p.cpu_seconds_at(t_end) - p.cpu_seconds_at(t_first) for p in procs)
+        row.seconds = round(window, 3)
+        row.events_per_s = total / window
+        row.cpu_s_per_million = cpu / total * 1e6
+        row.peak_rss_mb = sum(p.peak_rss_bytes for p in procs) / 2**20
+        decoder = next((e["name"] for p in procs for e in p.events if e["event"] == "decoder"), None)
+        notes = [f"cpu incl. start-up {child_cpu:.1f} s"] + ([f"decoder: {decoder}"] if decoder else [])
+        if spec.workload != "W0":
+            row.agrees, why = self._check(spec.workload, output)
+            if why:
+                notes.append(why)
+        row.notes = "; ".join(notes)
+        self.progress.done(f"{tag} {spec.label}: {total:,} events in {window:.2f} s = "
+                           f"{row.events_per_s:,.0f} events/s, cpu {row.cpu_s_per_million:.1f} s/M, "
+                           f"rss {row.peak_rss_mb:.0f} MB, agrees={row.agrees}")
+        return row
+
+    def latency(self, row: ResultRow) -> None:
+        """Latency percentiles for ``row``'s engine and workload at a fraction of its throughput."""
+        assert row.events_per_s
+        spec = RunSpec(row.workload, row.engine, 1)
+        name = f"lat-{spec.workload}-{spec.engine}-{self.run_id}".lower()
+        group, topic_in, topic_out = f"bench-{name}", f"bench.in.{name}", f"bench.out.{name}"
+        kafka_io.create_topics(self.kafka, [topic_in, topic_out], self.cfg.partitions)
+        if self.cfg.input_format == "avro":
+            kafka_io.InputCodec.for_topic("avro", topic_in, self.registry_url)
+        rate = row.events_per_s * self.cfg.latency_fraction
+        procs = self._start(spec, group, topic_in, topic_out)
+        try:
+            if not self._wait_assigned(group, procs):
+                row.notes += "; latency: the engine did not join its group"
+                return
+            self.progress.update(f"latency {spec.label}: producing at {rate:,.0f} events/s", force=True)
+            result = measure(self.kafka, spec.workload, topic_in, topic_out, self.records, rate,
+                             self.cfg.latency_seconds + self.cfg.latency_warmup_s, self.cfg.latency_warmup_s)
+        finally:
+            for p in procs:
+                p.stop()
+        row.p50_ms, row.p95_ms, row.p99_ms = result.p50_ms, result.p95_ms, result.p99_ms
+        row.notes += (f"; latency at {result.rate:,.0f} events/s ({self.cfg.latency_fraction:.0%} of max), "
+                      f"{result.samples:,} samples")
+        self.progress.done(f"latency {spec.label}: {result.rate:,.0f} events/s, p50 {_ms(result.p50_ms)}, "
+                           f"p95 {_ms(result.p95_ms)}, p99 {_ms(result.p99_ms)} ({result.samples:,} samples)")
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _start(self, spec: RunSpec, group: str, topic_in: str, topic_out: str) -> list[EngineProcess]:
+        state = self.state_root / group
+        env = {
+            "BENCH_BOOTSTRAP": self.kafka["bootstrap.servers"], "BENCH_REGISTRY": self.registry_url,
+            "BENCH_INPUT": topic_in, "BENCH_OUTPUT": topic_out, "BENCH_GROUP": group,
+            "BENCH_FORMAT": self.cfg.input_format, "BENCH_GUARANTEE": spec.guarantee,
+            "BENCH_COMMIT_INTERVAL_S": str(self.cfg.commit_interval_s),
+            "BENCH_BATCH_SIZE": str(self.cfg.batch_size), "BENCH_STATE_DIR": str(state),
+            "HEADWATER_KAFKA_BOOTSTRAP": self.kafka["bootstrap.servers"],
+            "HEADWATER_SCHEMA_REGISTRY_URL": self.registry_url,
+        }
+        log = self.logs / f"{group}.log"
+        py = sys.executable
+        if spec.engine == "headwater":
+            argv = [py, "-m", "headwater", "run",
+                    f"benchmarks.peers.headwater_topologies:{spec.workload.lower()}",
+                    "--workers", str(spec.workers), "--guarantee", spec.guarantee,
+                    "--application-id", group, "--state-dir", str(state),
+                    "--commit-interval-ms", str(int(self.cfg.commit_interval_s * 1000)),
+                    "--batch-size", str(self.cfg.batch_size)]
+            return [EngineProcess(argv, env, log, ROOT)]
+        script = {"confluent-kafka": "ceiling_w0.py", "quixstreams": "quix_peer.py",
+                  "faust": "faust_peer.py"}[spec.engine]
+        argv = [py, str(PEERS / script), spec.workload]
+        return [EngineProcess(argv, {**env, "BENCH_WORKER": str(i)}, log, ROOT)
+                for i in range(spec.workers)]
+
+    def _wait_committed(self, procs: list[EngineProcess], group: str, ends: dict[int, int],
+                        label: str) -> float | None:
+        total = sum(ends.values())
+        deadline = time.monotonic() + self.cfg.run_timeout_s
+        started = time.time()
+        while time.monotonic() < deadline:
+            if not any(p.alive() for p in procs):
+                return None
+            try:
+                done = kafka_io.committed(self.admin, group, self.input, list(ends))
+            except Exception:  # noqa: BLE001 - the group may not exist yet
+                done = {}
+            now = time.time()
+            n = sum(max(0, min(done.get(p, -1), end)) for p, end in ends.items())
+            if n >= total:
+                return now
+            first = min((p.first_consumed for p in procs if p.first_consumed), default=None)
+            rate = n / (now - first) if first and now > first else 0.0
+            self.progress.update(f"{label}: {n:,}/{total:,} committed, {rate:,.0f} events/s, "
+                                 f"{now - started:.0f} s")
+            time.sleep(0.05)
+        return None
+
+    def _wait_assigned(self, group: str, procs: list[EngineProcess], timeout: float = 60.0) -> bool:
+        from confluent_kafka import ConsumerGroupState
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and all(p.alive() for p in procs):
+            try:
+                desc = self.admin.describe_consumer_groups([group])[group].result(10)
+                if desc.state == ConsumerGroupState.STABLE and any(
+                        m.assignment.topic_partitions for m in desc.members):
+                    time.sleep(1.0)  # let the members fetch and restore before the clock starts
+                    return True
+            except Exception:  # noqa: BLE001 - not created yet
+                pass
+            time.sleep(0.2)
+        return False
+
+    def _check(self, workload: str, output: str) -> tuple[bool, str]:
+        assert self.expected is not None
+        records = kafka_io.read_topic(self.kafka, output)
+        if workload == "W1":
+            import io
+
+            view = workloads.w1_view(fastavro.schemaless_reader(io.BytesIO(v[5:]), self.w1_reader, None)
+                                     for _, v in records if v)
+        else:
+            view = workloads.w2_view(records)
+        return workloads.check(workload, view, self.expected)
+
+    def config_json(self) -> dict[str, Any]:
+        """The configuration as recorded in the result file."""
+        return {**asdict(self.cfg), "input_topic": self.input}
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
