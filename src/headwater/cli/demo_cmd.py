@@ -1,7 +1,10 @@
-"""``headwater demo``: the main job's end-to-end check against the real stack.
+"""``headwater demo``: the main job end to end against the real stack.
 
-Today it registers a schema, produces sample events through the Schema Registry with
-confluent-kafka's Avro serializer, consumes them back and prints what it saw.
+1. generate a coherent mix of domain events (with some invalid and some malformed ones) and
+   publish it through the Schema Registry;
+2. read every topic back with headwater's columnar decoder and print per-type counts;
+3. run the orders-per-user topology (Avro in, repartition by userId, RocksDB state with a
+   changelog, Avro out, DLQ) until the input is drained, and print what it computed.
 """
 
 from __future__ import annotations
@@ -9,84 +12,148 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from pathlib import Path
 
 from headwater.cli.common import add_connection_options, settings_from_args
-from headwater.errors import HeadwaterError
-
-SAMPLE_SCHEMA = """
-{"type": "record", "name": "DemoEvent", "namespace": "io.headwater.demo",
- "fields": [
-   {"name": "eventId", "type": {"type": "string", "logicalType": "uuid"}},
-   {"name": "eventType", "type": "string"},
-   {"name": "timestamp", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-   {"name": "userId", "type": ["null", "string"], "default": null}
- ]}
-"""
+from headwater.config import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
     parser = subparsers.add_parser(
         "demo",
-        help="produce sample events through the registry and read them back",
-        description="Round-trip sample Avro events through the real Kafka and Schema Registry.",
+        help="generate domain events, read them back column-wise, run a stateful topology",
+        description="The main job, end to end on the real Kafka and Schema Registry.",
     )
     add_connection_options(parser)
-    parser.add_argument("--events", type=int, default=10, help="how many events (default 10)")
+    parser.add_argument("--events", type=int, default=50_000, help="events to generate")
+    parser.add_argument("--seed", type=int, default=1, help="generator seed")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    run_id = uuid.uuid4().hex[:6]
+    prefix = f"demo-{run_id}"
+    settings = settings_from_args(
+        args, application_id=f"demo-orders-{run_id}", state_dir=f".headwater/demo-state/{run_id}"
+    )
+    print(f"[1/3] generating {args.events:,} events into topics {prefix}.<eventType>")
+    _generate(settings, prefix, args.events, args.seed)
+    print("[2/3] reading every topic back with the columnar decoder")
+    _read_back(settings, prefix)
+    print("[3/3] running topology orders-per-user (Avro -> valid orders -> key_by userId -> "
+          "count/revenue in RocksDB -> Avro)")
+    _run_topology(settings, prefix)
+    return 0
+
+
+def _generate(settings: Settings, prefix: str, events: int, seed: int) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+
+    from headwater.generator.model import GeneratorConfig
+    from headwater.generator.producer import ProduceOptions, produce_generated
+
+    report = produce_generated(
+        settings.kafka_client_config(),
+        SchemaRegistryClient(settings.schema_registry_config()),
+        GeneratorConfig(seed=seed, invalid_fraction=0.02, malformed_fraction=0.005),
+        ProduceOptions(count=events, prefix=prefix, partitions=4, progress=False),
+    )
+    print(f"      {report.summary()}")
+
+
+def _read_back(settings: Settings, prefix: str) -> None:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from headwater.schemas.catalog import catalog
+    from headwater.schemas.serde import AvroSerde
+
+    registry = settings.schema_registry_config()
+    serde = AvroSerde(registry.pop("url"), registry_conf=registry)
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"{prefix}-reader",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    types = {t.topic(prefix): t.name for t in catalog().values()}
+    assignment = [
+        TopicPartition(topic, p, 0)
+        for topic in types
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
+    consumer.assign(assignment)
+    pending = {(tp.topic, tp.partition) for tp in assignment}
+    decoded = dict.fromkeys(types, 0)
+    rejected = dict.fromkeys(types, 0)
+    while pending:
+        by_topic: dict[str, list[bytes]] = {}
+        for msg in consumer.consume(10_000, 0.2):
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic(), msg.partition()))
+                continue
+            by_topic.setdefault(msg.topic(), []).append(msg.value())
+        for topic, values in by_topic.items():
+            batch = serde.decode_batch(values)
+            decoded[topic] += batch.frame.height
+            rejected[topic] += len(batch.rejected)
+    consumer.close()
+    print(f"      {'event type':<30}{'decoded':>10}{'rejected':>10}")
+    for topic, name in types.items():
+        print(f"      {name:<30}{decoded[topic]:>10,}{rejected[topic]:>10,}")
+
+
+def _run_topology(settings: Settings, prefix: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from headwater.connectors.dlq import dlq_topic, read_dead_letters
+    from headwater.streams.runtime import Worker, WorkerOptions
+    from headwater.topologies.orders import orders_per_user
+
+    output = f"{prefix}.analytics.user-order-stats"
+    admin = AdminClient(settings.kafka_client_config())
+    admin.create_topics([NewTopic(output, 4, 1)])[output].result(timeout=30)
+    topology = orders_per_user(f"{prefix}.order.created", output)
+    began = time.monotonic()
+    worker = Worker(topology, settings, WorkerOptions(until_idle_s=2.0))
+    worker.run()
+    print(f"      processed {worker.records_processed:,} records "
+          f"(incl. the repartition topic) in {time.monotonic() - began - 2.0:.1f}s")
+    stats = _latest_stats(settings, output)
+    print(f"      {len(stats):,} users with valid orders; top 5 by revenue:")
+    for row in sorted(stats.values(), key=lambda r: -r["revenue"])[:5]:
+        print(f"        {row['userId']:<14} orders={row['orders']:<4} "
+              f"revenue={row['revenue']:>10,.2f} largest={row['largestOrder']:>9,.2f}")
+    letters = list(read_dead_letters(settings.kafka_client_config(),
+                                     dlq_topic(settings.application_id)))
+    by_class: dict[str, int] = {}
+    for letter in letters:
+        by_class[letter.error_class] = by_class.get(letter.error_class, 0) + 1
+    print(f"      dead letters: {len(letters)} {by_class or ''} "
+          f"(`headwater dlq inspect {dlq_topic(settings.application_id)}`)")
+    print(f"      state: {Path(settings.state_dir).resolve()} + changelog topic "
+          f"{settings.application_id}-orders-per-user-changelog")
+
+
+def _latest_stats(settings: Settings, topic: str) -> dict[str, dict]:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    settings = settings_from_args(args)
-    kafka = settings.kafka_client_config()
-    topic = f"demo.events.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient(kafka)
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-
-    registry = SchemaRegistryClient(settings.schema_registry_config())
-    serialize = AvroSerializer(registry, SAMPLE_SCHEMA)
-    deserialize = AvroDeserializer(registry)
-    producer = Producer(kafka)
-    kinds = ["user.registered", "order.created", "payment.succeeded"]
-    for i in range(args.events):
-        event = {
-            "eventId": str(uuid.uuid4()),
-            "eventType": kinds[i % len(kinds)],
-            "timestamp": int(time.time() * 1000),
-            "userId": f"user-{i % 3}",
-        }
-        value = serialize(event, SerializationContext(topic, MessageField.VALUE))
-        producer.produce(topic, key=event["userId"].encode(), value=value)
-    if producer.flush(30):
-        raise HeadwaterError(f"demo: events to {topic} were not delivered within 30s")
-    print(f"produced {args.events} events to {topic} (schema subject {topic}-value)")
-
-    consumer = Consumer(
-        {**kafka, "group.id": f"{topic}.reader", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    seen = 0
-    deadline = time.monotonic() + 30
-    try:
-        while seen < args.events and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            event = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            seen += 1
-            print(
-                f"  p{msg.partition()}@{msg.offset()} key={msg.key().decode()} "
-                f"{event['eventType']:<18} {event['eventId']}"
-            )
-    finally:
-        consumer.close()
-    if seen != args.events:
-        raise HeadwaterError(f"demo: read back {seen} of {args.events} events from {topic}")
-    print(f"read back {seen}/{args.events} events")
-    return 0
+    deserialize = AvroDeserializer(SchemaRegistryClient(settings.schema_registry_config()))
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"{topic}-reader",
+                         "enable.partition.eof": True, "isolation.level": "read_committed"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    pending, latest = set(partitions), {}
+    context = SerializationContext(topic, MessageField.VALUE)
+    while pending:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                pending.discard(msg.partition())
+            continue
+        row = deserialize(msg.value(), context)
+        latest[row["userId"]] = row
+    consumer.close()
+    return latest
