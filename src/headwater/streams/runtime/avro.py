@@ -26,7 +26,11 @@ class AvroSourceDecoder:
         values = batch.values
         decoded = self._serde.decode_batch(values if None not in values else
                                            [v or b"" for v in values])
-        rejected = [Rejected(r.index, r.error) for r in decoded.rejected]
+        rejected = [
+            Rejected(r.index, r.error.at(batch.topic, batch.partitions[r.index],
+                                         batch.offsets[r.index]))
+            for r in decoded.rejected
+        ]
         rows = decoded.positions.tolist() if rejected else None
         return with_metadata(batch, decoded.frame, rows), rejected
 
