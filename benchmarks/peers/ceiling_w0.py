@@ -1,13 +1,11 @@
 """W0, the ceiling: a raw confluent-kafka consumer, batch consume + decode, nothing else.
 
-Decoding uses the fastest decoder available: headwater's columnar batch decoder when the serde
-exposes one (``headwater.schemas.AvroSerde.decode_batch``), else fastavro per record (Avro), or
-one ``polars.read_ndjson`` per batch (JSON). Offsets are committed every BENCH_COMMIT_INTERVAL_S.
+Decoding uses the fastest decoder available: headwater's columnar batch decoder
+(``AvroSerde.decode_batch``) for Avro, one ``polars.read_ndjson`` per batch for JSON. Offsets are committed every BENCH_COMMIT_INTERVAL_S.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -27,28 +25,10 @@ def decoder(env: PeerEnv):  # noqa: ANN201
         import polars as pl
 
         return "polars.read_ndjson", lambda values: pl.read_ndjson(b"\n".join(values)).height
-    try:
-        from headwater.schemas import AvroSerde  # type: ignore[attr-defined]
+    from headwater.schemas.serde import AvroSerde
 
-        serde = AvroSerde.from_url(env.registry)  # type: ignore[attr-defined]
-        return "headwater.AvroSerde.decode_batch", lambda values: serde.decode_batch(values)[0].height
-    except (ImportError, AttributeError):
-        pass
-    import fastavro
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    client, schemas = SchemaRegistryClient({"url": env.registry}), {}
-
-    def decode(values: list[bytes]) -> int:
-        for value in values:
-            sid = int.from_bytes(value[1:5], "big")
-            schema = schemas.get(sid)
-            if schema is None:
-                schema = schemas[sid] = fastavro.parse_schema(json.loads(client.get_schema(sid).schema_str))
-            fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
-        return len(values)
-
-    return "fastavro.schemaless_reader", decode
+    serde = AvroSerde(env.registry)
+    return "headwater.AvroSerde.decode_batch", lambda values: serde.decode_batch(values).frame.height
 
 
 def main() -> None:

@@ -114,15 +114,18 @@ def run_serde(cfg: SerdeSuiteConfig, kafka: dict[str, Any], registry_url: str,
     return rows
 
 
-def _batch_decoder(registry_url: str, skipped: dict[str, str]) -> Callable[[list[bytes]], Any] | None:
-    try:
-        from headwater.schemas import AvroSerde  # type: ignore[attr-defined]
+def _batch_decoder(registry_url: str, skipped: dict[str, str]) -> Callable[[list[bytes]], Any]:
+    from headwater.schemas.serde import AvroSerde
 
-        serde = AvroSerde.from_url(registry_url)  # type: ignore[attr-defined]
-        return serde.decode_batch
-    except (ImportError, AttributeError) as exc:
-        skipped["serde decode headwater-columnar"] = f"batch decoder not available yet ({exc})"
-        return None
+    serde = AvroSerde(registry_url)
+
+    def decode(payloads: list[bytes]) -> Any:
+        batch = serde.decode_batch(payloads)
+        if batch.rejected:
+            raise AssertionError(f"columnar decode rejected {len(batch.rejected)} valid payloads")
+        return batch.frame
+
+    return decode
 
 
 def _generator_rate(cfg: SerdeSuiteConfig, kafka: dict[str, Any], registry_url: str,
