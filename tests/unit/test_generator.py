@@ -13,7 +13,8 @@ from headwater.errors import ConfigError
 from headwater.generator import GeneratedEvent, GeneratorConfig, KeyChoice, generate, key_function
 from headwater.generator.encode import WireEncoder
 from headwater.generator.faults import ACCEPTED_CURRENCIES, UNKNOWN_SCHEMA_ID
-from headwater.generator.producer import _Stage
+from headwater.generator.pipeline import generate_batches
+from headwater.generator.producer import _Stage, key_column
 from headwater.schemas.catalog import EVENT_TYPE_NAMES, catalog, event_type
 
 N = 20_000
@@ -144,31 +145,61 @@ def test_disorder_and_lateness(faulty: list[GeneratedEvent]) -> None:
         high = max(high, e.timestamp)
 
 
+def _decode(value: bytes, by_id: dict[int, object]) -> dict | None:
+    """The event in a framed record, or None when it does not decode exactly."""
+    if value[:1] != b"\x00" or len(value) <= 5:
+        return None
+    schema_id = struct.unpack(">I", value[1:5])[0]
+    if schema_id not in by_id:
+        return None
+    buf = io.BytesIO(value[5:])
+    try:
+        event = fastavro.schemaless_reader(buf, by_id[schema_id])
+    except Exception:  # noqa: BLE001 - any decode failure counts as malformed
+        return None
+    return event if buf.tell() == len(value) - 5 else None
+
+
+def _produced(cfg: GeneratorConfig, n: int, ids: dict[str, int]) -> list[tuple[str, bytes, str | None]]:
+    stage = _Stage(cfg, "x", WireEncoder(ids))
+    return [(topic, v, k) for b in generate_batches(cfg, n) for topic, values, keys in stage.records(b, None)
+            for v, k in zip(values, keys)]
+
+
+def test_produced_bytes_decode_to_the_generated_events() -> None:
+    """What the producer sends (columnar-encoded) decodes with fastavro to exactly the events."""
+    cfg = GeneratorConfig(seed=9, invalid_fraction=0.1, out_of_order_fraction=0.05)
+    ids = {n: i + 1 for i, n in enumerate(EVENT_TYPE_NAMES)}
+    by_id = {ids[n]: fastavro.parse_schema(_strip(t.schema)) for n, t in catalog().items()}
+    events = list(generate(cfg, 5000))
+    produced = _produced(cfg, 5000, ids)
+    assert len(produced) == len(events)
+    decoded = sorted((_decode(v, by_id) for _, v, _ in produced), key=lambda e: e["eventId"])
+    assert decoded == sorted((e.event for e in events), key=lambda e: e["eventId"])
+    keys = {e.event["eventId"]: key_function(KeyChoice.DEFAULT)(event_type(e.event_type), e.event) for e in events}
+    assert all(keys[_decode(v, by_id)["eventId"]] == k for _, v, k in produced)
+
+
+def _strip(schema: object) -> object:  # timestamps/uuids as the generator holds them (ints, strings)
+    if isinstance(schema, dict):
+        return {k: _strip(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_strip(s) for s in schema]
+    return schema
+
+
 def test_malformed_records_never_decode() -> None:
     cfg = GeneratorConfig(seed=5, malformed_fraction=0.2)
     ids = {n: i + 1 for i, n in enumerate(EVENT_TYPE_NAMES)}
     by_id = {ids[n]: fastavro.parse_schema(t.schema) for n, t in catalog().items()}
     events = list(generate(cfg, 3000))
-    batch = _Stage(cfg, "x", WireEncoder(ids)).records(events, None)
+    produced = _produced(cfg, 3000, ids)
     bad = [e for e in events if e.malformed]
     assert 0.16 * 3000 < len(bad) < 0.24 * 3000
     assert {e.malformed for e in bad} == {"random-bytes", "unknown-schema-id", "truncated"}
-    decoded = 0
-    for _topic, _key, value in batch:
-        ok = value[:1] == b"\x00" and len(value) > 5
-        schema_id = struct.unpack(">I", value[1:5])[0] if ok else None
-        if ok and schema_id in by_id:
-            try:
-                buf = io.BytesIO(value[5:])
-                fastavro.schemaless_reader(buf, by_id[schema_id])
-                ok = buf.tell() == len(value) - 5
-            except Exception:  # noqa: BLE001 - any decode failure counts as malformed
-                ok = False
-        else:
-            ok = False
-        decoded += ok
+    decoded = sum(_decode(v, by_id) is not None for _, v, _ in produced)
     assert decoded == len(events) - len(bad)
-    assert sum(v[1:5] == struct.pack(">I", UNKNOWN_SCHEMA_ID) for _, _, v in batch) >= sum(
+    assert sum(v[1:5] == struct.pack(">I", UNKNOWN_SCHEMA_ID) for _, v, _ in produced) >= sum(
         e.malformed == "unknown-schema-id" for e in bad
     )
 
@@ -182,6 +213,8 @@ def test_key_choices(clean: list[GeneratedEvent]) -> None:
     assert key_function(KeyChoice.NONE)(et, order.event) is None
     health = next(e for e in clean if e.event_type == "system.health.check")
     assert key_function(KeyChoice.DEFAULT)(event_type("system.health.check"), health.event) == health.event["data"]["payload"]["serviceName"]
+    assert key_column(KeyChoice.DEFAULT, event_type("inventory.updated")) == "payload.productId"
+    assert key_column(KeyChoice.USER_ID, et) == "userId" and key_column(KeyChoice.NONE, et) is None
 
 
 def test_bad_config_is_a_typed_error() -> None:

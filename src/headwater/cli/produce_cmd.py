@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--late-by-ms", type=int, default=60_000, help="how late late events are, at least (default 60000)")
     p.add_argument("--key", default="default", choices=["default", "event-id", "user-id", "correlation-id", "none"],
                    help="record key (default: the catalog's per-type key)")
-    p.add_argument("--batch-size", type=int, default=10_000, help="events per produce step (default 10000)")
+    p.add_argument("--batch-size", type=int, default=40_000, help="events encoded and produced per step (default 40000)")
     p.add_argument("--output", type=Path, metavar="FILE.jsonl", help="also write every record as a JSON line")
     p.add_argument("--pregenerate", action="store_true",
                    help="generate and encode everything first, then time producing alone")

@@ -1,12 +1,13 @@
 """Realistic, deterministic domain traffic for tests, demos and benchmarks.
 
-``generate(GeneratorConfig(seed=...), limit)`` yields :class:`GeneratedEvent` objects (event dicts
-matching the catalog schemas, with flags for injected faults); ``produce_generated`` publishes them
-to Kafka in Confluent wire format. See docs/catalog.md for the flows and the options.
+``generate_batches(GeneratorConfig(seed=...), limit)`` yields the stream as columnar
+:class:`EventBatch` es (what the producer encodes); ``generate`` yields the same stream as
+:class:`GeneratedEvent` objects (event dicts with flags for injected faults); ``produce_generated``
+publishes it to Kafka in Confluent wire format. See docs/catalog.md for the flows and the options.
 """
 
 from headwater.generator.model import GeneratedEvent, GeneratorConfig, KeyChoice
-from headwater.generator.pipeline import generate
+from headwater.generator.pipeline import EventBatch, generate, generate_batches
 from headwater.generator.producer import (
     ProduceError,
     ProduceOptions,
@@ -17,6 +18,7 @@ from headwater.generator.producer import (
 )
 
 __all__ = [
+    "EventBatch",
     "GeneratedEvent",
     "GeneratorConfig",
     "KeyChoice",
@@ -25,6 +27,7 @@ __all__ = [
     "ProduceReport",
     "ensure_topics",
     "generate",
+    "generate_batches",
     "key_function",
     "produce_generated",
 ]

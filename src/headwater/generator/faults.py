@@ -15,10 +15,14 @@ ml.model.inference              ``confidence-out-of-range``
 integration.webhook.received    ``empty-source``
 ==============================  ===========================================================
 
+Violations are applied column-wise to the selected rows of a flat frame (see
+:mod:`headwater.generator.events`).
+
 Malformed kinds (:attr:`GeneratedEvent.malformed`): ``random-bytes`` (first byte is never the
 magic byte 0), ``unknown-schema-id`` (valid datum behind an id no registry has issued:
 ``UNKNOWN_SCHEMA_ID``), ``truncated`` (a valid framed record missing its last byte(s): decoding
-always runs out of input).
+always runs out of input). Which records and how is decided by the generator (a kind and a
+seed per record, see :func:`malform`), so it is part of the deterministic stream.
 """
 
 from __future__ import annotations
@@ -26,75 +30,94 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable
-from typing import Any
 
-from headwater.generator.model import GeneratedEvent
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from headwater.generator import columns as C
 
 UNKNOWN_SCHEMA_ID = 0x7FFF_FFF0
 MALFORMED_KINDS = ("random-bytes", "unknown-schema-id", "truncated")
 ACCEPTED_CURRENCIES = frozenset({"EUR", "USD", "GBP", "CHF", "JPY"})
 ORDER_STATUSES = frozenset({"PENDING", "PAID", "SHIPPED", "DELIVERED", "CANCELED"})
 
-Violation = Callable[[dict[str, Any], random.Random], None]
+# (frame, rows to break as a boolean Series, rng) -> the frame with those rows broken
+Violation = Callable[[pl.DataFrame, pl.Series, np.random.Generator], pl.DataFrame]
 
 
-def _payload(event: dict[str, Any]) -> dict[str, Any]:
-    return event["data"]["payload"]
+def _set(frame: pl.DataFrame, mask: pl.Series, column: str, value: object) -> pl.DataFrame:
+    value_expr = pl.lit(value) if not isinstance(value, (pl.Series, pl.Expr)) else value
+    return frame.with_columns(pl.when(mask).then(value_expr).otherwise(pl.col(column)).alias(column))
 
 
-def _empty_items(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["items"] = []
+def _choice(rng: np.random.Generator, options: tuple, n: int) -> pl.Series:
+    return pl.Series(list(options)).gather(rng.integers(len(options), size=n))
 
 
-def _non_positive_quantity(e: dict[str, Any], rng: random.Random) -> None:
-    item = rng.choice(_payload(e)["items"])
-    item["quantity"] = -rng.randrange(0, 3)
+def _empty_items(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.items", pl.col("payload.items").list.head(0))
 
 
-def _total_mismatch(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["totalAmount"] = round(_payload(e)["totalAmount"] + rng.uniform(1, 50), 2)
+def _non_positive_quantity(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    arr = f["payload.items"].to_arrow()
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    offsets = arr.offsets.to_numpy()
+    values = arr.values
+    rows = np.flatnonzero(m.to_numpy())
+    lens = offsets[rows + 1] - offsets[rows]
+    pick = offsets[rows] + np.floor(rng.random(len(rows)) * lens).astype(np.int64)
+    qty = values.field("quantity").to_numpy(zero_copy_only=False).copy()
+    qty[pick] = -rng.integers(0, 3, size=len(rows))
+    names = [values.type.field(i).name for i in range(values.type.num_fields)]
+    fields = [pa.array(qty, type=pa.int32()) if n == "quantity" else values.field(n) for n in names]
+    items = type(arr).from_arrays(arr.offsets, pa.StructArray.from_arrays(fields, names=names))
+    return f.with_columns(pl.Series("payload.items", items))
 
 
-def _unknown_currency(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["currency"] = rng.choice(("XXX", "EURO", "BTC"))
+def _total_mismatch(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.totalAmount", (pl.col("payload.totalAmount") + pl.Series(rng.uniform(1, 50, len(f)))).round(2))
 
 
-def _unknown_user(e: dict[str, Any], rng: random.Random) -> None:
-    ghost = f"u-ghost-{rng.getrandbits(32):08x}"
-    _payload(e)["userId"] = ghost
-    e["userId"] = ghost
+def _unknown_currency(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.currency", _choice(rng, ("XXX", "EURO", "BTC"), len(f)))
 
 
-def _non_positive_amount(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["amount"] = -round(rng.uniform(0, 100), 2)
+def _unknown_user(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    ghost = C.random_hex(rng, len(f), 8, "u-ghost-")
+    return _set(_set(f, m, "payload.userId", ghost), m, "userId", ghost)
 
 
-def _unknown_status(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["status"] = rng.choice(("LOST", "RETURNED", "shipped"))
+def _non_positive_amount(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.amount", pl.Series(-np.round(rng.uniform(0, 100, len(f)), 2)))
 
 
-def _invalid_transition(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["previousStatus"] = "DELIVERED"
+def _unknown_status(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.status", _choice(rng, ("LOST", "RETURNED", "shipped"), len(f)))
 
 
-def _bad_email(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["email"] = _payload(e)["email"].replace("@", " at ")
+def _invalid_transition(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.previousStatus", "DELIVERED")
 
 
-def _negative_stock(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["newStockLevel"] = -rng.randrange(1, 20)
+def _bad_email(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.email", pl.col("payload.email").str.replace("@", " at ", literal=True))
 
 
-def _negative_response_time(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["responseTime"] = -1.0
+def _negative_stock(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.newStockLevel", pl.Series(-rng.integers(1, 20, size=len(f)).astype(np.int32)))
 
 
-def _confidence_out_of_range(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["confidence"] = rng.choice((1.5, -0.2))
+def _negative_response_time(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.responseTime", -1.0)
 
 
-def _empty_source(e: dict[str, Any], rng: random.Random) -> None:
-    _payload(e)["source"] = ""
+def _confidence_out_of_range(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.confidence", _choice(rng, (1.5, -0.2), len(f)))
+
+
+def _empty_source(f: pl.DataFrame, m: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    return _set(f, m, "payload.source", "")
 
 
 _PAYMENT = {"non-positive-amount": _non_positive_amount, "unknown-currency": _unknown_currency}
@@ -119,19 +142,25 @@ VIOLATIONS: dict[str, dict[str, Violation]] = {
 }
 
 
-def violate(event: GeneratedEvent, rng: random.Random) -> None:
-    """Apply one random rule violation of ``event``'s type and record its name."""
-    name, apply = rng.choice(list(VIOLATIONS[event.event_type].items()))
-    apply(event.event, rng)
-    event.invalid = name
+def violate(name: str, frame: pl.DataFrame, selected: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """Break each ``selected`` row of a flat frame of type ``name`` with one random rule
+    violation of that type; the violation's name goes to the ``_invalid`` column."""
+    kinds = list(VIOLATIONS[name].items())
+    pick = rng.integers(len(kinds), size=len(frame))
+    for k, (_kind, apply) in enumerate(kinds):
+        mask = selected & (pick == k)
+        if mask.any():
+            frame = apply(frame, pl.Series(mask), rng)
+    codes = np.where(selected, pick, -1)
+    return frame.with_columns(C.labels([k for k, _ in kinds], codes, "_invalid"))
 
 
-def malform(framed: bytes, rng: random.Random) -> tuple[bytes, str]:
-    """Break a framed record (``0x00`` + id + datum); returns the bad bytes and the kind."""
-    kind = rng.choice(MALFORMED_KINDS)
+def malform(framed: bytes, kind: str, seed: int) -> bytes:
+    """Break a framed record (``0x00`` + id + datum) the ``kind`` way; ``seed`` fixes the bytes."""
+    rng = random.Random(seed)
     if kind == "random-bytes":
         junk = rng.randbytes(rng.randrange(0, 64))
-        return bytes([rng.randrange(1, 256)]) + junk, kind
+        return bytes([rng.randrange(1, 256)]) + junk
     if kind == "unknown-schema-id":
-        return b"\x00" + struct.pack(">I", UNKNOWN_SCHEMA_ID) + framed[5:], kind
-    return framed[: rng.randrange(5, len(framed))], kind
+        return b"\x00" + struct.pack(">I", UNKNOWN_SCHEMA_ID) + framed[5:]
+    return framed[: rng.randrange(5, len(framed))]
