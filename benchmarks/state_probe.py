@@ -1,15 +1,14 @@
 """Micro-benchmark of the state layer (results go to docs/state.md).
 
     eval "$(.venv/bin/headwater stack env)"
-    .venv/bin/python -m headwater.state.bench [--bootstrap HOST:PORT] [--keys N] [--records M]
+    .venv/bin/python benchmarks/state_probe.py [--bootstrap HOST:PORT] [--keys N] [--records M]
 
 Measures, on one core:
 1. ``RocksDBStore.write_batch`` and ``get_many`` for N keys per call (us/key), plain and TTL;
 2. ``WriteBackCache`` round trip (get_many misses + put_many + flush) for N keys (us/key);
 3. ``restore`` of M changelog records from the broker into an empty RocksDB store (records/s),
    read_uncommitted and read_committed.
-The broker is ``--bootstrap``, else ``HEADWATER_KAFKA_BOOTSTRAP``. (Lives in the package only to
-stay inside the state package's files; it belongs in benchmarks/.)
+The broker is ``--bootstrap``, else ``HEADWATER_KAFKA_BOOTSTRAP``.
 """
 
 from __future__ import annotations
