@@ -40,3 +40,29 @@ def test_quick_engine_suite_runs_and_results_agree(kafka_bootstrap: str, schema_
         if row["workload"] != "W0":
             assert row["agrees"] is True, row
     assert out.with_suffix(".md").exists()
+
+
+def test_quick_opt_in_peers_run_or_are_skipped_with_a_reason(kafka_bootstrap: str, schema_registry_url: str,
+                                                             tmp_path: Path) -> None:
+    """Faust and Bytewax (opt-in peers): each either produces agreeing W1/W2 rows or is listed in
+    ``skipped`` with a reason; Bytewax's runs end on its own ``done`` event (no group offsets)."""
+    out = tmp_path / "peers.json"
+    env = {**os.environ, "HEADWATER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "HEADWATER_SCHEMA_REGISTRY_URL": schema_registry_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "headwater", "bench", "engine", "--quick", "--engines", "faust,bytewax",
+         "--workloads", "W1,W2", "--no-latency", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    for engine in ("faust", "bytewax"):
+        mine = [r for r in rows if r["engine"] == engine]
+        if engine in report["skipped"]:
+            assert report["skipped"][engine] and not mine
+            continue
+        assert {r["workload"] for r in mine} == {"W1", "W2"}, mine
+        for row in mine:
+            assert REQUIRED <= set(row), row
+            assert row["events_per_s"] and row["agrees"] is True, row

@@ -4,7 +4,9 @@ Per invocation: one input topic of generated ``order.created`` events keyed by u
 pre-loaded (reused when a previous run left an identical one), and the expected results are
 computed from it by the harness. Then, per (workload, engine, workers, guarantee): a fresh
 consumer group and output topic, the engine started as a subprocess, timed from its first
-consumed record to the moment the group's committed offsets reach the input's end offsets, then
+consumed record to the moment the group's committed offsets reach the input's end offsets (for
+engines that commit no group offsets, :data:`SELF_REPORTED_END`: the runner's own ``done``
+event, printed once it has read the input to its end offsets and flushed its output), then
 stopped; its output is read back and checked. Latency runs (workers=1, at-least-once, W1 and W2)
 feed a fresh input topic at ``latency_fraction`` of the engine's measured throughput.
 """
@@ -12,6 +14,7 @@ feed a fresh input topic at ``latency_fraction`` of the engine's measured throug
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,14 +36,25 @@ from headwater.bench.report import ResultRow
 
 ROOT = Path(__file__).resolve().parents[3]
 PEERS = ROOT / "benchmarks" / "peers"
-ENGINES = ("headwater", "quixstreams", "faust")
+ENGINES = ("headwater", "quixstreams", "faust", "bytewax")
+#: Peer scripts (benchmarks/peers/) and the Python package each needs.
+PEER_SCRIPTS = {"confluent-kafka": "ceiling_w0.py", "quixstreams": "quix_peer.py",
+                "faust": "faust_peer.py", "bytewax": "bytewax_peer.py"}
+PEER_MODULES = {"quixstreams": "quixstreams", "faust": "faust", "bytewax": "bytewax"}
+#: Engines whose Kafka source commits no consumer-group offsets: the harness cannot watch the
+#: group, so the runner stops at the input's end offsets and prints ``{"event": "done"}`` after
+#: flushing its output (``BENCH_STOP_AT_END=1``); that instant ends the timed window.
+SELF_REPORTED_END = frozenset({"bytewax"})
+#: Bytewax's snapshot (epoch) interval; its CLI takes whole seconds, so 1 s, not the 0.5 s commit
+#: interval of the others.
+BYTEWAX_SNAPSHOT_S = 1
 
 
 @dataclass
 class EngineSuiteConfig:
     """Sizes and knobs of one engine-suite run (recorded in the result file)."""
 
-    events: int = 300_000
+    events: int = 1_000_000
     workers: list[int] = field(default_factory=lambda: [1, 2])
     engines: list[str] = field(default_factory=lambda: ["headwater", "quixstreams"])
     workloads: list[str] = field(default_factory=lambda: list(workloads.WORKLOADS))
@@ -96,13 +110,12 @@ def plan(cfg: EngineSuiteConfig) -> list[RunSpec]:
 
 def available_engines(requested: list[str]) -> tuple[list[str], dict[str, str]]:
     """The requested engines that can run here, and why the others cannot."""
-    modules = {"quixstreams": "quixstreams", "faust": "faust"}
     ok, skipped = [], {}
     for engine in requested:
-        module = modules.get(engine)
+        module = PEER_MODULES.get(engine)
         if engine not in ENGINES:
             skipped[engine] = "unknown engine"
-        elif engine == "faust" and not (PEERS / "faust_peer.py").exists():
+        elif engine in PEER_SCRIPTS and not (PEERS / PEER_SCRIPTS[engine]).exists():
             skipped[engine] = "no peer implementation in benchmarks/peers"
         elif module and find_spec(module) is None:
             skipped[engine] = f"python package {module!r} is not installed"
@@ -186,16 +199,22 @@ class EngineSuite:
             kafka_io.create_topics(self.kafka, [output], self.cfg.partitions)
         ends = kafka_io.end_offsets(self.kafka, self.input)
         total = sum(ends.values())
-        procs = self._start(spec, group, self.input, output)
+        procs = self._start(spec, group, self.input, output, stop_at_end=True)
         row = ResultRow("engine", spec.workload, spec.engine, spec.workers, total, None,
                         guarantee=spec.guarantee)
         try:
-            t_end = self._wait_committed(procs, group, ends, f"{tag} {spec.label}")
+            if spec.engine in SELF_REPORTED_END:
+                t_end = self._wait_done(procs, f"{tag} {spec.label}")
+            else:
+                t_end = self._wait_committed(procs, group, ends, f"{tag} {spec.label}")
         finally:
             child_cpu = sum(p.stop() for p in procs)
         t_first = min((p.first_consumed for p in procs if p.first_consumed), default=None)
         if t_end is None or t_first is None:
-            row.notes = f"did not finish within {self.cfg.run_timeout_s:.0f} s; see {self.logs}"
+            exits = sorted({p.proc.returncode for p in procs if p.proc.returncode not in (None, 0, -15)})
+            why = (f"exited with code {', '.join(map(str, exits))}" if exits
+                   else f"did not finish within {self.cfg.run_timeout_s:.0f} s")
+            row.notes = f"{why}; see {self.logs}"
             self.progress.done(f"{tag} {spec.label}: FAILED ({row.notes})")
             return row
         window = max(t_end - t_first, 1e-6)
@@ -228,8 +247,10 @@ class EngineSuite:
         rate = row.events_per_s * self.cfg.latency_fraction
         procs = self._start(spec, group, topic_in, topic_out)
         try:
-            if not self._wait_assigned(group, procs):
-                row.notes += "; latency: the engine did not join its group"
+            ready = (self._wait_ready(procs) if spec.engine in SELF_REPORTED_END
+                     else self._wait_assigned(group, procs))
+            if not ready:
+                row.notes += "; latency: the engine did not join its group / report ready"
                 return
             self.progress.update(f"latency {spec.label}: producing at {rate:,.0f} events/s", force=True)
             result = measure(self.kafka, spec.workload, topic_in, topic_out, self.records, rate,
@@ -245,7 +266,8 @@ class EngineSuite:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _start(self, spec: RunSpec, group: str, topic_in: str, topic_out: str) -> list[EngineProcess]:
+    def _start(self, spec: RunSpec, group: str, topic_in: str, topic_out: str,
+               stop_at_end: bool = False) -> list[EngineProcess]:
         state = self.state_root / group
         env = {
             "BENCH_BOOTSTRAP": self.kafka["bootstrap.servers"], "BENCH_REGISTRY": self.registry_url,
@@ -256,6 +278,8 @@ class EngineSuite:
             "HEADWATER_KAFKA_BOOTSTRAP": self.kafka["bootstrap.servers"],
             "HEADWATER_SCHEMA_REGISTRY_URL": self.registry_url,
         }
+        if stop_at_end and spec.engine in SELF_REPORTED_END:
+            env["BENCH_STOP_AT_END"] = "1"
         log = self.logs / f"{group}.log"
         py = sys.executable
         if spec.engine == "headwater":
@@ -266,8 +290,24 @@ class EngineSuite:
                     "--commit-interval-ms", str(int(self.cfg.commit_interval_s * 1000)),
                     "--batch-size", str(self.cfg.batch_size)]
             return [EngineProcess(argv, env, log, ROOT)]
-        script = {"confluent-kafka": "ceiling_w0.py", "quixstreams": "quix_peer.py",
-                  "faust": "faust_peer.py"}[spec.engine]
+        script = PEER_SCRIPTS[spec.engine]
+        if spec.engine == "bytewax":
+            # one bytewax.run process per worker, forming one cluster (-i/-a); 1 worker: plain run
+            # with its recovery store (SQLite snapshots of source offsets and state every
+            # BYTEWAX_SNAPSHOT_S, its counterpart of committing), initialised first
+            recovery = state / "bytewax-recovery"
+            if not recovery.exists():
+                recovery.mkdir(parents=True)
+                subprocess.run([py, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
+                               capture_output=True, cwd=ROOT)
+            base = [py, "-m", "bytewax.run", f"{PEERS / script}:flow({spec.workload!r})",
+                    "-r", str(recovery), "-s", str(BYTEWAX_SNAPSHOT_S), "-b", "0"]
+            if spec.workers == 1:
+                return [EngineProcess(base, env, log, ROOT)]
+            addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(spec.workers))
+            return [EngineProcess([*base, "-i", str(i), "-a", addresses],
+                                  {**env, "BENCH_WORKER": str(i)}, log, ROOT)
+                    for i in range(spec.workers)]
         argv = [py, str(PEERS / script), spec.workload]
         return [EngineProcess(argv, {**env, "BENCH_WORKER": str(i)}, log, ROOT)
                 for i in range(spec.workers)]
@@ -294,6 +334,37 @@ class EngineSuite:
                                  f"{now - started:.0f} s")
             time.sleep(0.05)
         return None
+
+    def _wait_done(self, procs: list[EngineProcess], label: str) -> float | None:
+        """The end instant of a self-reporting runner: the latest ``done`` of its processes, once
+        every process has exited with code 0 after printing it (None on failure or timeout)."""
+        deadline = time.monotonic() + self.cfg.run_timeout_s
+        started = time.time()
+        while time.monotonic() < deadline:
+            if all(not p.alive() for p in procs):
+                for p in procs:
+                    p.finished_output()
+                if all(p.done is not None and p.proc.returncode == 0 for p in procs):
+                    return max(p.done for p in procs if p.done is not None)
+                return None
+            first = min((p.first_consumed for p in procs if p.first_consumed), default=None)
+            running = f"running {time.time() - first:.0f} s" if first else "starting"
+            self.progress.update(f"{label}: {running} (ends when the runner reports done), "
+                                 f"{time.time() - started:.0f} s")
+            time.sleep(0.05)
+        return None
+
+    def _wait_ready(self, procs: list[EngineProcess], timeout: float = 60.0, settle_s: float = 2.0) -> bool:
+        """For engines without a consumer group: wait for every process's ``ready`` event (its
+        dataflow is built), then ``settle_s`` for its source to connect (it reads the fresh input
+        topic from the beginning, so nothing produced meanwhile is missed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and all(p.alive() for p in procs):
+            if all(any(e["event"] == "ready" for e in p.events) for p in procs):
+                time.sleep(settle_s)
+                return True
+            time.sleep(0.1)
+        return False
 
     def _wait_assigned(self, group: str, procs: list[EngineProcess], timeout: float = 60.0) -> bool:
         from confluent_kafka import ConsumerGroupState
@@ -326,6 +397,20 @@ class EngineSuite:
     def config_json(self) -> dict[str, Any]:
         """The configuration as recorded in the result file."""
         return {**asdict(self.cfg), "input_topic": self.input}
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` currently free local TCP ports (for a Bytewax cluster's worker addresses)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _ms(value: float | None) -> str:

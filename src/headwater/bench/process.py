@@ -1,7 +1,9 @@
 """Run one engine as a subprocess (its own session) and watch it from outside.
 
 The runner (``headwater run`` or a peer script) prints JSON lines on stdout; the harness keeps
-the first ``{"event": "first_consumed", "t": <epoch s>}`` of any of its processes. A sampler
+the first ``{"event": "first_consumed", "t": <epoch s>}`` of any of its processes, and the
+``{"event": "done", "t": <epoch s>}`` of runners that report their own end (engines that commit
+no consumer-group offsets, e.g. Bytewax). A sampler
 thread reads ``/proc`` every ``SAMPLE_S`` for every process of the session: CPU ticks
 (utime + stime) and resident memory, so CPU can be taken over exactly the timed window and peak
 RSS summed over worker processes. ``getrusage(RUSAGE_CHILDREN)`` deltas give the CPU of the whole
@@ -43,6 +45,7 @@ class EngineProcess:
             stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
         )
         self.first_consumed: float | None = None
+        self.done: float | None = None
         self.events: list[dict] = []
         self.peak_rss_bytes = 0
         self._cpu: deque[tuple[float, float]] = deque()  # (wall time, cpu seconds of the session)
@@ -56,6 +59,11 @@ class EngineProcess:
     def alive(self) -> bool:
         """Whether the top process still runs."""
         return self.proc.poll() is None
+
+    def finished_output(self, timeout: float = 5.0) -> bool:
+        """After the process exited: wait until its stdout is read to the end; whether it was."""
+        self._threads[0].join(timeout)
+        return not self._threads[0].is_alive()
 
     def cpu_seconds_at(self, t: float) -> float:
         """CPU seconds the session had used at wall time ``t`` (the nearest sample at or before)."""
@@ -89,6 +97,9 @@ class EngineProcess:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.strip()
+            start = line.find(b'{"event"')
+            if start > 0:  # e.g. a terminal control sequence (Faust's spinner) printed before it
+                line = line[start:]
             if line.startswith(b"{"):
                 try:
                     event = json.loads(line)
@@ -99,6 +110,8 @@ class EngineProcess:
                     if event["event"] == "first_consumed":
                         t = float(event["t"])
                         self.first_consumed = t if self.first_consumed is None else min(t, self.first_consumed)
+                    elif event["event"] == "done":
+                        self.done = float(event["t"])
                     continue
             self._log.write(raw)
 
