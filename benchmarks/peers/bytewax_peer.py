@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from peer_env import FirstConsumed, PeerEnv  # noqa: E402
+from peer_env import FirstConsumed, PeerEnv, derive_order, order_is_valid  # noqa: E402
 
 import bytewax.connectors.kafka.operators as kop  # noqa: E402
 import bytewax.operators as op  # noqa: E402
@@ -53,19 +52,12 @@ class JsonDeserializer(Deserializer):
 
 
 def valid(msg: KafkaSourceMessage) -> bool:
-    payload = msg.value["data"]["payload"]
-    return payload["totalAmount"] > 0 and len(payload["items"]) > 0
+    return order_is_valid(msg.value)
 
 
 def derive(output: str):  # noqa: ANN201
     def mapper(msg: KafkaSourceMessage) -> KafkaSinkMessage:
-        order = msg.value
-        payload = order["data"]["payload"]
-        return KafkaSinkMessage(msg.key, {
-            "eventId": str(order["eventId"]), "userId": order["userId"], "orderId": payload["orderId"],
-            "totalAmount": payload["totalAmount"], "itemCount": len(payload["items"]),
-            "totalCents": int(math.floor(payload["totalAmount"] * 100 + 0.5)),
-        }, topic=output)
+        return KafkaSinkMessage(msg.key, derive_order(msg.value), topic=output)
     return mapper
 
 

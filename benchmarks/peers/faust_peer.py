@@ -12,7 +12,6 @@ userId). Commits every BENCH_COMMIT_INTERVAL_S (``broker_commit_interval``); run
 from __future__ import annotations
 
 import io
-import math
 import os
 import struct
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from peer_env import FirstConsumed, PeerEnv  # noqa: E402
+from peer_env import FirstConsumed, PeerEnv, derive_order, order_is_valid  # noqa: E402
 
 import fastavro  # noqa: E402
 import faust  # noqa: E402
@@ -74,20 +73,6 @@ class ConfluentAvro(codecs.Codec):
         return out.getvalue()
 
 
-def valid(order: dict) -> bool:
-    payload = order["data"]["payload"]
-    return payload["totalAmount"] > 0 and len(payload["items"]) > 0
-
-
-def derive(order: dict) -> dict:
-    payload = order["data"]["payload"]
-    return {
-        "eventId": str(order["eventId"]), "userId": order["userId"], "orderId": payload["orderId"],
-        "totalAmount": payload["totalAmount"], "itemCount": len(payload["items"]),
-        "totalCents": int(math.floor(payload["totalAmount"] * 100 + 0.5)),
-    }
-
-
 def partitions_of(env: PeerEnv, topic: str) -> int:
     """The input's partition count (the W2 table must be co-partitioned with it)."""
     meta = AdminClient({"bootstrap.servers": env.bootstrap}).list_topics(topic, timeout=30)
@@ -121,8 +106,8 @@ def build(workload: str, env: PeerEnv) -> faust.App:
         async def w1(stream: faust.StreamT) -> None:
             async for key, order in stream.items():
                 first()
-                if valid(order):
-                    await sink.send(key=key, value=derive(order))
+                if order_is_valid(order):
+                    await sink.send(key=key, value=derive_order(order))
 
     elif workload == "W2":
         sink = app.topic(env.output, key_serializer="raw", value_serializer="json")

@@ -1,8 +1,10 @@
-"""Settings every peer reads from the environment (set by the harness), and the start probe."""
+"""Settings every peer reads from the environment (set by the harness), the start probe, and the
+W1 logic the dict-based peers (Quix Streams, Faust, Bytewax) share."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -48,3 +50,19 @@ class FirstConsumed:
             self.seen = True
             sys.stdout.write(json.dumps({"event": "first_consumed", "t": time.time()}) + "\n")
             sys.stdout.flush()
+
+
+def order_is_valid(order: dict) -> bool:
+    """W1's validation: a positive total and at least one item."""
+    payload = order["data"]["payload"]
+    return payload["totalAmount"] > 0 and len(payload["items"]) > 0
+
+
+def derive_order(order: dict) -> dict:
+    """W1's output record for a valid order."""
+    payload = order["data"]["payload"]
+    return {
+        "eventId": str(order["eventId"]), "userId": order["userId"], "orderId": payload["orderId"],
+        "totalAmount": payload["totalAmount"], "itemCount": len(payload["items"]),
+        "totalCents": int(math.floor(payload["totalAmount"] * 100 + 0.5)),
+    }

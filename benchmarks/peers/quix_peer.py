@@ -9,13 +9,12 @@ BENCH_COMMIT_INTERVAL_S.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from peer_env import FirstConsumed, PeerEnv  # noqa: E402
+from peer_env import FirstConsumed, PeerEnv, derive_order, order_is_valid  # noqa: E402
 
 from quixstreams import Application, State  # noqa: E402
 from quixstreams.models.serializers.avro import AvroDeserializer, AvroSerializer  # noqa: E402
@@ -26,20 +25,6 @@ from quixstreams.models.serializers.schema_registry import (  # noqa: E402
 
 from headwater.bench.workloads import W1_SCHEMA  # noqa: E402
 from headwater.schemas.catalog import event_type  # noqa: E402
-
-
-def valid(order: dict) -> bool:
-    payload = order["data"]["payload"]
-    return payload["totalAmount"] > 0 and len(payload["items"]) > 0
-
-
-def derive(order: dict) -> dict:
-    payload = order["data"]["payload"]
-    return {
-        "eventId": str(order["eventId"]), "userId": order["userId"], "orderId": payload["orderId"],
-        "totalAmount": payload["totalAmount"], "itemCount": len(payload["items"]),
-        "totalCents": int(math.floor(payload["totalAmount"] * 100 + 0.5)),
-    }
 
 
 def count(_value: dict, state: State) -> dict:
@@ -69,7 +54,7 @@ def main(workload: str) -> None:
         sink = app.topic(env.output, key_serializer="str", value_serializer=AvroSerializer(
             W1_SCHEMA, schema_registry_client_config=registry,
             schema_registry_serialization_config=SchemaRegistrySerializationConfig(auto_register_schemas=True)))
-        sdf = sdf.filter(valid).apply(derive)
+        sdf = sdf.filter(order_is_valid).apply(derive_order)
     elif workload == "W2":
         sink = app.topic(env.output, key_serializer="str", value_serializer="json")
         sdf = sdf.apply(count, stateful=True)
