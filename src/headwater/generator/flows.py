@@ -519,16 +519,7 @@ class FlowSimulator:
         service = rng.integers(len(_SERVICES), size=n)
         start = rng.random(n) < 0.01
         run = rng.integers(5, 30, size=n)
-        incident = np.zeros(n, dtype=bool)
-        state = self._incidents
-        for i, (s, st, r) in enumerate(zip(service.tolist(), start.tolist(), run.tolist())):
-            left = state[s]
-            if left == 0 and st:
-                left = r
-            if left:
-                incident[i] = True
-                left -= 1
-            state[s] = left
+        incident = _episodes(service, start, run, self._incidents)
         status = np.where(incident, 1 + rng.integers(2, size=n), 0)
         latency = np.round(np.where(incident, rng.uniform(500, 5_000, n), rng.uniform(2, 80, n)), 3)
         errors = np.where(incident, rng.integers(5, 100, size=n), (rng.random(n) < 0.02).astype(np.int64))
@@ -556,16 +547,7 @@ class FlowSimulator:
         rng, n = self._rng, len(arr)
         start = rng.random(n) < 0.002
         run = rng.integers(200, 2_000, size=n)
-        drift = np.zeros(n, dtype=bool)
-        state = self._drift
-        for i, (m, st, r) in enumerate(zip(model.tolist(), start.tolist(), run.tolist())):
-            left = state[m]
-            if left == 0 and st:
-                left = r
-            if left:
-                drift[i] = True
-                left -= 1
-            state[m] = left
+        drift = _episodes(model, start, run, self._drift)
         confidence = np.where(drift, rng.beta(3, 3, n), rng.beta(9, 1.5, n))
         feature = rng.random(n)
         label = rng.integers(2, size=n)
@@ -605,3 +587,23 @@ class FlowSimulator:
             "metadata.processingTime": np.round(rng.uniform(0.5, 20, n), 3),
         })
         return pl.DataFrame(env)
+
+
+def _episodes(owners: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+              remaining: list[int] | np.ndarray) -> np.ndarray:
+    """Which events fall inside an episode (incident, drift) of their owner (service, model).
+
+    An episode starts at an event whose ``starts`` flag is set while its owner has none running,
+    and covers that owner's next ``lengths`` events. ``remaining`` (per owner) carries episodes
+    across chunks and is updated in place. Sequential by nature: a small loop per chunk.
+    """
+    inside = np.zeros(len(owners), dtype=bool)
+    for i, (owner, start, length) in enumerate(zip(owners.tolist(), starts.tolist(), lengths.tolist())):
+        left = remaining[owner]
+        if left == 0 and start:
+            left = length
+        if left:
+            inside[i] = True
+            left -= 1
+        remaining[owner] = left
+    return inside
