@@ -15,7 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from headwater.connectors.topic_reader import read_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,37 +59,12 @@ def merge(a: Inputs, b: Inputs) -> Inputs:
 
 
 def read_topic(config: dict[str, str], topic: str, committed_only: bool = True) -> list:
-    """Every record currently in `topic` (all partitions), read until end-of-partition on each.
+    """Every record currently in `topic` (all partitions), read to the end of each.
 
     Under read_committed the end is the last stable offset, so an open transaction would hold it
     back: the engine has stopped (or been killed and its transaction aborted) before we read.
     """
-    consumer = Consumer(
-        {
-            **config,
-            "group.id": f"check-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
-        }
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    pending = set(partitions)
-    records = []
-    deadline = time.monotonic() + 60
-    while pending and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                pending.discard(msg.partition())
-            continue
-        records.append(msg)
-    consumer.close()
-    assert not pending, f"{topic}: partitions {pending} not read to the end in 60s"
-    return records
+    return [m for batch in read_to_end(config, [topic], committed_only=committed_only) for m in batch]
 
 
 def latest_by_key(records: Iterable) -> dict[str, dict]:

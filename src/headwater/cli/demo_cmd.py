@@ -63,38 +63,23 @@ def _generate(settings: Settings, prefix: str, events: int, seed: int) -> None:
 
 
 def _read_back(settings: Settings, prefix: str) -> None:
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
+    from headwater.connectors.topic_reader import read_to_end
     from headwater.schemas.catalog import catalog
     from headwater.schemas.serde import AvroSerde
 
     registry = settings.schema_registry_config()
     serde = AvroSerde(registry.pop("url"), registry_conf=registry)
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"{prefix}-reader",
-                         "enable.partition.eof": True, "enable.auto.commit": False})
     types = {t.topic(prefix): t.name for t in catalog().values()}
-    assignment = [
-        TopicPartition(topic, p, 0)
-        for topic in types
-        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ]
-    consumer.assign(assignment)
-    pending = {(tp.topic, tp.partition) for tp in assignment}
     decoded = dict.fromkeys(types, 0)
     rejected = dict.fromkeys(types, 0)
-    while pending:
+    for messages in read_to_end(settings.kafka_client_config(), types):
         by_topic: dict[str, list[bytes]] = {}
-        for msg in consumer.consume(10_000, 0.2):
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                continue
+        for msg in messages:
             by_topic.setdefault(msg.topic(), []).append(msg.value())
         for topic, values in by_topic.items():
             batch = serde.decode_batch(values)
             decoded[topic] += batch.frame.height
             rejected[topic] += len(batch.rejected)
-    consumer.close()
     print(f"      {'event type':<30}{'decoded':>10}{'rejected':>10}")
     for topic, name in types.items():
         print(f"      {name:<30}{decoded[topic]:>10,}{rejected[topic]:>10,}")
@@ -133,27 +118,17 @@ def _run_topology(settings: Settings, prefix: str) -> None:
 
 
 def _latest_stats(settings: Settings, topic: str) -> dict[str, dict]:
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
+    from headwater.connectors.topic_reader import read_to_end
+
     deserialize = AvroDeserializer(SchemaRegistryClient(settings.schema_registry_config()))
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"{topic}-reader",
-                         "enable.partition.eof": True, "isolation.level": "read_committed"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    pending, latest = set(partitions), {}
     context = SerializationContext(topic, MessageField.VALUE)
-    while pending:
-        msg = consumer.poll(1.0)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                pending.discard(msg.partition())
-            continue
-        row = deserialize(msg.value(), context)
-        latest[row["userId"]] = row
-    consumer.close()
+    latest = {}
+    for messages in read_to_end(settings.kafka_client_config(), [topic]):
+        for msg in messages:
+            row = deserialize(msg.value(), context)
+            latest[row["userId"]] = row
     return latest
