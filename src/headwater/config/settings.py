@@ -94,6 +94,39 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus exporter port; 0 disables it."
     )
 
+    # --- Topics -----------------------------------------------------------------------------
+    auto_create_topics: bool = Field(
+        True,
+        description="Create missing output topics at start (partitions like the input); "
+        "off: a missing output topic fails the run at start, naming it.",
+    )
+    internal_replication_factor: int = Field(
+        -1, ge=-1, le=32,
+        description="Replication factor of internal topics (changelogs, repartition, DLQ) and "
+        "auto-created outputs; -1 takes the broker's default.replication.factor.",
+    )
+
+    # --- Failure handling -------------------------------------------------------------------
+    max_restarts: int = Field(
+        5, ge=0, le=1000,
+        description="Consecutive failed attempts of one worker (at the same input positions) "
+        "before `run` gives up and exits non-zero; 0 never restarts.",
+    )
+    restart_backoff_ms: int = Field(
+        1000, ge=0, le=600_000,
+        description="First restart delay; doubles per consecutive failure (capped at 60 s).",
+    )
+    transient_retry_ms: int = Field(
+        30_000, ge=0, le=3_600_000,
+        description="How long broker/registry/producer errors are retried with backoff before "
+        "the worker fails (they never dead-letter records).",
+    )
+    static_membership: bool = Field(
+        True,
+        description="Set group.instance.id = <application_id>-<host>-<worker> so a restarted "
+        "worker gets its partitions back at once instead of after the session timeout.",
+    )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_is_host_port_list(cls, value: str) -> str:
