@@ -46,3 +46,10 @@ class StackError(HeadwaterError):
         self.log_path = log_path
         tail = f" (see {log_path})" if log_path else ""
         super().__init__(f"{cause}: {message}{tail}")
+
+
+class StartupError(HeadwaterError):
+    """A run cannot start as configured (a missing topic, a bad topology reference...).
+
+    Restarting will not help: the supervisor stops at once and ``headwater run`` exits 2.
+    """

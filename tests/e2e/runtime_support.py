@@ -146,8 +146,8 @@ class Job:
             "HW_TEST_ECHO": self.echo,
         }
 
-    def run(self, *args: str, wait: bool = True):
-        proc = run_headwater([self.topology, *args], self.env, self.log, wait)
+    def run(self, *args: str, wait: bool = True, env: dict[str, str] | None = None):
+        proc = run_headwater([self.topology, *args], {**self.env, **(env or {})}, self.log, wait)
         if wait:
             assert proc.returncode == 0, self.log.read_text()[-3000:]
         return proc
@@ -157,6 +157,10 @@ class Job:
         assert {k: v["n"] for k, v in final.items()} == dict(expected.counts), self.log_tail()
         for key, total in expected.totals.items():
             assert final[key]["total"] == pytest.approx(total)
+
+    def final_counts(self) -> dict[str, int]:
+        """The latest count per key in the output topic (read_committed)."""
+        return {k: v["n"] for k, v in latest_by_key(read_topic(self.config, self.output)).items()}
 
     def env_for_cli(self) -> dict[str, str]:
         """The process environment for other `headwater` commands against this job's stack."""

@@ -87,7 +87,7 @@ def test_exactly_once_survives_kill_9(eos_job: Job) -> None:
 
 def test_partitions_and_their_state_move_when_a_worker_leaves(job: Job) -> None:
     first = produce_events(job.config, job.input, 20_000)
-    staying = job.run("--batch-size", "300", "--worker-id-base", "0", "--until-idle", "8",
+    staying = job.run("--batch-size", "300", "--worker-id-base", "0", "--until-idle", "20",
                       wait=False)
     leaving = job.run("--batch-size", "300", "--worker-id-base", "1", wait=False)
     wait_for_output(job.config, job.echo, 4_000)

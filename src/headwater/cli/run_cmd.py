@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="longest wait for a batch when traffic is light (default 100)")
     parser.add_argument("--until-idle", type=float, metavar="SECONDS",
                         help="stop once no record arrived for this long (tests, benchmarks)")
+    parser.add_argument("--commit-every-records", type=int, default=0, metavar="N",
+                        help="also checkpoint after every N records (default: time only)")
     parser.add_argument("--worker-id-base", type=int, default=0,
                         help="first worker index on this host (distinct per host sharing a group)")
     parser.set_defaults(handler=_run)
@@ -50,5 +52,6 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_batch_latency_s=args.max_batch_latency_ms / 1000,
         until_idle_s=args.until_idle,
+        commit_every_records=args.commit_every_records,
     )
     return supervise(args.topology, settings, options)

@@ -1,41 +1,50 @@
 """Checkpoints: every side effect of the batches since the last one made durable, in one order.
 
-The order, each step its own function below:
+The order, each step its own function below (``Worker.checkpoint`` calls them in this order):
 
-1. ``flush_sinks``: external sinks publish what they staged (idempotently).
-2. ``produce_changelogs``: one changelog record per dirty state key (latest value or tombstone).
-3. ``flush_producer``: wait until outputs, dead letters and changelog records are acknowledged
-   (at-least-once); under exactly-once, send the consumed offsets to the transaction with the
-   consumer group metadata and commit the transaction instead.
-4. ``commit_offsets``: commit the consumed offsets (at-least-once only; under exactly-once step 3
-   committed them atomically with the outputs).
-5. ``write_stores``: write each write-back cache to RocksDB in one WriteBatch together with the
+1. ``produce_changelogs``: one changelog record per dirty state key (latest value or tombstone),
+   TTL expiries included; under exactly-once inside the open transaction.
+2. ``pre_commit_sinks``: external sinks make what they staged durable but invisible.
+3. ``flush_producer`` (at-least-once): wait until outputs, dead letters and changelog records are
+   acknowledged. ``commit_transaction`` (exactly-once) instead: the consumed offsets (with each
+   task's stream time as offset metadata) go into the transaction with the consumer group
+   metadata, then the transaction commits: outputs, dead letters, changelogs and offsets at once.
+4. ``commit_offsets`` (at-least-once only): commit the consumed offsets (+ metadata).
+5. ``commit_sinks``: sinks publish what they pre-committed (idempotent; a crash before this step
+   is finished by the sink's ``recover`` on the next assignment, since the offsets are committed).
+6. ``write_stores``: write each write-back cache to RocksDB in one WriteBatch together with the
    changelog offset it now reflects.
 
+Failure atomicity: any step that fails raises; the worker then never checkpoints again (not from
+the revoke callback, not on close), aborts its transaction (exactly-once) and exits non-zero, and
+its successor re-processes from the last committed offsets. Delivery errors are sticky in the
+:class:`DeliveryTracker`: once a record failed, every later checkpoint attempt fails too.
+
 What a crash costs:
-- before step 2: nothing of the interval is durable except outputs and dead letters already
-  sent (at-least-once: they are produced again on replay, so consumers may see duplicates;
-  exactly-once: the transaction aborts, read_committed consumers never see them). The batches are
-  re-read from the committed offsets and state is exact (the cache was never written).
-- from step 2 until step 4 completes, at-least-once: changelog records of the interval may be
-  durable while its offsets are not. On restart the store is restored to include those updates
-  and the interval's records are processed again, so their contributions to state count twice.
-  This is the one window in which at-least-once state over-counts; it is bounded by the records
-  of one checkpoint interval. Under exactly-once the changelog records are in the transaction and
-  either commit with the offsets or are aborted (skipped by the read_committed restore).
-- between steps 4 and 5: the local store is behind its changelog; restore catches it up.
+- before step 3 completes: nothing of the interval is committed. At-least-once: outputs and dead
+  letters already sent are produced again on replay (duplicates downstream); exactly-once: the
+  transaction aborts, read_committed consumers never see them. State is exact either way (the
+  cache was never written; changelog records of an aborted transaction are skipped by restore).
+- between steps 1 and 4, at-least-once: changelog records of the interval may be durable while
+  its offsets are not; on restart the store is restored including them and the records are
+  processed again, so their contributions count twice. This is the one window in which
+  at-least-once state over-counts, bounded by the records of one checkpoint interval.
+- between steps 4 and 6: the local store is behind its changelog; restore catches it up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from headwater.connectors.produce import produce as produce_retrying
 from headwater.errors import HeadwaterError
+from headwater.failpoints import failpoint
 from headwater.state.cache import WriteBackCache
-from headwater.streams.sink import Sink
 
 
 class CheckpointError(HeadwaterError):
@@ -44,33 +53,31 @@ class CheckpointError(HeadwaterError):
 
 @dataclass
 class DeliveryTracker:
-    """Delivery reports of the worker's producer: failures, and changelog offsets written."""
+    """Delivery reports of the worker's producer: failures (sticky), changelog offsets written."""
 
     changelog_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    failed: int = 0
 
-    def on_delivery(self, err: KafkaError | None, msg: object) -> None:
+    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
-            self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")  # type: ignore[attr-defined]
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
-    def on_changelog_delivery(self, err: KafkaError | None, msg: object) -> None:
+    def on_changelog_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self.on_delivery(err, msg)
             return
-        key = (msg.topic(), msg.partition())  # type: ignore[attr-defined]
-        self.changelog_offsets[key] = max(self.changelog_offsets.get(key, -1), msg.offset())  # type: ignore[attr-defined]
+        key = (msg.topic(), msg.partition())
+        self.changelog_offsets[key] = max(self.changelog_offsets.get(key, -1), msg.offset())
 
     def raise_errors(self) -> None:
-        if self.errors:
-            first, count = self.errors[0], len(self.errors)
-            self.errors.clear()
-            raise CheckpointError(f"{count} record(s) not delivered; first: {first}")
-
-
-def flush_sinks(sinks: Iterable[Sink]) -> None:
-    """Step 1: publish what each sink staged."""
-    for sink in sinks:
-        sink.flush()
+        """Raise if any record ever failed delivery (errors are never cleared)."""
+        if self.failed:
+            raise CheckpointError(
+                f"{self.failed} record(s) not delivered; first: {self.errors[0]}"
+            )
 
 
 def produce_changelogs(
@@ -79,22 +86,41 @@ def produce_changelogs(
     changelog_topics: Mapping[str, str],
     tracker: DeliveryTracker,
 ) -> int:
-    """Step 2: one record per dirty key to the store's changelog, same partition as the input."""
+    """Step 1: one record per dirty key to the store's changelog, same partition as the input."""
     sent = 0
+    on_delivery = tracker.on_changelog_delivery
     for (store, partition), cache in caches.items():
         topic = changelog_topics[store]
         for key, value in cache.dirty().items():
-            _produce(producer, topic, key, value, partition, tracker.on_changelog_delivery)
+            try:
+                producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
+            except BufferError:
+                produce_retrying(producer, topic, value=value, key=key, partition=partition,
+                                 on_delivery=on_delivery)
             sent += 1
+    failpoint("checkpoint.after_changelogs")
     return sent
+
+
+def pre_commit_sinks(sinks: Iterable[Any], checkpoint_id: int) -> list[tuple[Any, Any]]:
+    """Step 2: each sink makes its staged data durable but invisible; returns the handles."""
+    staged = []
+    for sink in sinks:
+        if hasattr(sink, "pre_commit"):
+            staged.append((sink, sink.pre_commit(checkpoint_id)))
+        else:  # a one-phase sink: publishes at pre-commit (at-least-once)
+            sink.flush()
+    failpoint("checkpoint.after_flush_sinks")
+    return staged
 
 
 def flush_producer(producer: Producer, tracker: DeliveryTracker, timeout_s: float) -> None:
     """Step 3 (at-least-once): wait for every queued record to be acknowledged."""
     remaining = producer.flush(timeout_s)
     if remaining:
-        raise CheckpointError(f"{remaining} record(s) still undelivered after {timeout_s}s")
+        raise CheckpointError(f"{remaining} record(s) still undelivered after {timeout_s:.0f}s")
     tracker.raise_errors()
+    failpoint("checkpoint.after_flush")
 
 
 def commit_transaction(
@@ -104,23 +130,35 @@ def commit_transaction(
     tracker: DeliveryTracker,
     timeout_s: float,
 ) -> None:
-    """Step 3 (exactly-once): offsets into the transaction, then commit it."""
+    """Step 3 (exactly-once): offsets into the transaction, then commit it.
+
+    Retriable errors are retried until ``timeout_s``; an error that requires an abort, a fatal
+    error or a fenced producer raises :class:`CheckpointError` (the worker aborts and exits).
+    """
     flush_producer(producer, tracker, timeout_s)
+    deadline = time.monotonic() + timeout_s
     if offsets:
-        producer.send_offsets_to_transaction(
-            offsets, consumer.consumer_group_metadata(), timeout_s
-        )
-    producer.commit_transaction(timeout_s)
+        _retrying(lambda: producer.send_offsets_to_transaction(
+            offsets, consumer.consumer_group_metadata(), max(1.0, deadline - time.monotonic())
+        ), "send offsets to the transaction", deadline)
+    _retrying(lambda: producer.commit_transaction(max(1.0, deadline - time.monotonic())),
+              "commit the transaction", deadline)
+    failpoint("checkpoint.after_commit")
 
 
-def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> None:
-    """Step 4 (at-least-once): synchronous offset commit."""
-    if not offsets:
-        return
-    try:
-        consumer.commit(offsets=offsets, asynchronous=False)
-    except KafkaException as exc:
-        raise CheckpointError(f"offset commit failed: {exc}") from exc
+def commit_offsets(consumer: Consumer, offsets: list[TopicPartition], timeout_s: float) -> None:
+    """Step 4 (at-least-once): synchronous offset commit, retried while retriable."""
+    if offsets:
+        deadline = time.monotonic() + timeout_s
+        _retrying(lambda: consumer.commit(offsets=offsets, asynchronous=False),
+                  "commit offsets", deadline)
+    failpoint("checkpoint.after_commit")
+
+
+def commit_sinks(staged: list[tuple[Any, Any]]) -> None:
+    """Step 5: publish what each sink pre-committed."""
+    for sink, handle in staged:
+        sink.commit(handle)
 
 
 def write_stores(
@@ -128,19 +166,26 @@ def write_stores(
     changelog_topics: Mapping[str, str],
     tracker: DeliveryTracker,
 ) -> None:
-    """Step 5: each dirty cache to its store in one batch, with the changelog offset reached."""
+    """Step 6: each dirty cache to its store in one batch, with the changelog offset reached."""
     for (store, partition), cache in caches.items():
         if cache.dirty():
             offset = tracker.changelog_offsets.get((changelog_topics[store], partition))
             cache.flush(offset)
+    failpoint("checkpoint.after_write_stores")
 
 
-def _produce(
-    producer: Producer, topic: str, key: bytes, value: bytes | None, partition: int, callback
-) -> None:
+def _retrying(call: Callable[[], object], what: str, deadline: float) -> None:
+    delay = 0.1
     while True:
         try:
-            producer.produce(topic, value, key, partition=partition, on_delivery=callback)
+            call()
             return
-        except BufferError:
-            producer.poll(0.1)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            retriable = err is not None and err.retriable() and not err.fatal() and not (
+                hasattr(err, "txn_requires_abort") and err.txn_requires_abort()
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise CheckpointError(f"cannot {what}: {exc}") from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)

@@ -1,10 +1,15 @@
 """One worker = one process = one consumer group member running a topology.
 
-Lifecycle: ``Worker.run()`` prepares internal topics, subscribes, then loops: consume a batch,
-split it by source topic, process each part as one frame, checkpoint when the interval or the
-record budget is reached. Rebalances: on revoke, checkpoint and close the partitions' stores; on
-assign, restore their stores from the changelogs before any record of theirs is processed.
-``stop()`` (SIGTERM) ends the loop; the worker then checkpoints, leaves the group and returns.
+Lifecycle: ``Worker.run()`` checks and prepares every topic, subscribes, then loops: restore
+newly assigned stores a step at a time (their partitions paused), consume a batch, split it by
+source topic, process each part as one frame, checkpoint when the interval or the record budget
+is reached. ``stop()`` (SIGTERM) ends the loop; the worker then checkpoints and closes.
+
+Failure atomicity: the first failure anywhere (a batch, a checkpoint step, a rebalance callback,
+a fatal consumer error) marks the worker failed. A failed worker never checkpoints again, not
+from the revoke callback and not on close; under exactly-once it aborts its open transaction.
+``run()`` re-raises, the process exits non-zero, and the successor re-processes everything after
+the last committed offsets.
 """
 
 from __future__ import annotations
@@ -17,29 +22,40 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from headwater.config import Settings
-from headwater.errors import HeadwaterError
 from headwater.connectors.dlq import DeadLetter, DeadLetterWriter, dlq_topic, ensure_dlq_topic
+from headwater.connectors.produce import produce as produce_retrying
+from headwater.errors import HeadwaterError
+from headwater.failpoints import failpoint
 from headwater.state.changelog import changelog_topic, ensure_changelog_topics, restore
 from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder
 from headwater.streams.records import RecordBatch
-from headwater.streams.repartition import REPARTITION_SUFFIX, ensure_repartition_topics
+from headwater.streams.repartition import REPARTITION_SUFFIX
 from headwater.streams.runtime import checkpoint as cp
+from headwater.streams.runtime import topics
 from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.worker")
 
-
-class SourceTopicMissing(HeadwaterError):
-    """A topology's source topic does not exist (the engine creates only internal topics)."""
-
 TTL_PURGE_INTERVAL_S = 60.0
 PROGRESS_INTERVAL_S = 10.0
+
+
+class WorkerFailed(HeadwaterError):
+    """The worker failed earlier (the cause is chained); it will not checkpoint again."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +63,8 @@ class WorkerOptions:
     """Per-run knobs of a worker (the rest comes from :class:`Settings`).
 
     Attributes:
-        worker_id: stable index of this worker on this host (names its transactional.id).
+        worker_id: stable index of this worker on this host (names its transactional.id and
+            its group.instance.id).
         batch_size: most records per consume call.
         max_batch_latency_s: longest wait for a batch when traffic is light.
         until_idle_s: stop by itself after this long without records (benchmarks, tests);
@@ -76,20 +93,23 @@ class _KafkaContext(BatchContext):
         values: Sequence[bytes | None],
         timestamps_ms: Sequence[int] | None = None,
     ) -> None:
-        produce, callback = self._worker.producer.produce, self._worker.tracker.on_delivery
+        worker = self._worker
+        worker.ensure_transaction()
+        producer = worker.producer
+        produce, callback = producer.produce, worker.tracker.on_delivery
         times = timestamps_ms if timestamps_ms is not None else [0] * len(keys)
         for key, value, ts in zip(keys, values, times, strict=True):
-            while True:
-                try:
-                    produce(topic, value, key, on_delivery=callback, timestamp=ts)
-                    break
-                except BufferError:
-                    self._worker.producer.poll(0.05)
+            try:
+                produce(topic, value, key, on_delivery=callback, timestamp=ts)
+            except BufferError:
+                produce_retrying(producer, topic, value=value, key=key, on_delivery=callback,
+                                 timestamp=ts)
 
     def internal_topic(self, store_name: str) -> str:
         return self._worker.physical[f"{store_name}{REPARTITION_SUFFIX}"]
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        self._worker.ensure_transaction()
         self._worker.dead_letters.send(letters)
 
     def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
@@ -97,7 +117,16 @@ class _KafkaContext(BatchContext):
 
 
 class Worker:
-    """Runs ``topology`` as one member of the consumer group ``settings.application_id``."""
+    """Runs ``topology`` as one member of the consumer group ``settings.application_id``.
+
+    Args:
+        topology: what to run.
+        settings: connection, guarantee, topics and failure settings.
+        options: per-run knobs.
+        on_progress: called with the total records processed after each batch.
+        on_checkpoint: called after each checkpoint that committed offsets (the supervisor uses
+            it to tell a worker that makes progress from one that fails at the same offsets).
+    """
 
     def __init__(
         self,
@@ -105,6 +134,7 @@ class Worker:
         settings: Settings,
         options: WorkerOptions | None = None,
         on_progress: Callable[[int], None] | None = None,
+        on_checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings
@@ -121,7 +151,10 @@ class Worker:
         }
         self._logical = {physical: t for t, physical in self.physical.items()}
         self.records_processed = 0
+        self.checkpoints = 0
+        self.failure: BaseException | None = None
         self._on_progress = on_progress
+        self._on_checkpoint = on_checkpoint
         self._running = False
         self._positions: dict[tuple[str, int], int] = {}
         self._since_checkpoint = 0
@@ -130,8 +163,11 @@ class Worker:
         self._purged_at = time.monotonic()
         self._reported_at = time.monotonic()
         self._reported_records = 0
+        self._restoring: list[TopicPartition] = []
+        self._rewind: list[TopicPartition] = []
         self._avro = None
         self._decoders: dict[str, BatchDecoder] = {}
+        self._admin: AdminClient | None = None
         kafka = settings.kafka_client_config()
         self.consumer = Consumer(self._consumer_config(kafka))
         self.producer = Producer(self._producer_config(kafka))
@@ -141,34 +177,26 @@ class Worker:
     # --- lifecycle --------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Process until :meth:`stop` (or ``until_idle_s`` of silence); always checkpoints last."""
-        self._prepare_topics()
-        if self.exactly_once:
-            self.producer.init_transactions(30)
-        self.consumer.subscribe(
-            list(self.physical.values()), on_assign=self._on_assign, on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        self._running = True
-        last_checkpoint = last_record = time.monotonic()
+        """Process until :meth:`stop` (or ``until_idle_s`` of silence); always checkpoints last.
+
+        Raises:
+            HeadwaterError (or a Kafka error): the worker failed; nothing after the last
+                checkpoint was committed and the caller should exit non-zero.
+        """
         try:
-            while self._running:
-                messages = self.consumer.consume(
-                    self.options.batch_size, self.options.max_batch_latency_s
-                )
-                now = time.monotonic()
-                if messages:
-                    self._process(messages)
-                    last_record = now
-                elif self._idle_for(now - max(last_record, self._assigned_at)):
-                    break
-                due = now - last_checkpoint >= self.settings.commit_interval_ms / 1000
-                budget = self.options.commit_every_records
-                if due or (budget and self._since_checkpoint >= budget):
-                    self.checkpoint()
-                    last_checkpoint = now
-                self.producer.poll(0)
+            self._prepare_topics()
+            if self.exactly_once:
+                self.producer.init_transactions(30)
+            self.consumer.subscribe(
+                list(self.physical.values()), on_assign=self._on_assign,
+                on_revoke=self._on_revoke, on_lost=self._on_lost,
+            )
+            self._running = True
+            self._loop()
             self.checkpoint()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
         finally:
             self._close()
 
@@ -176,16 +204,60 @@ class Worker:
         """Ask the loop to end after the current batch (safe from a signal handler)."""
         self._running = False
 
+    def _loop(self) -> None:
+        last_checkpoint = last_record = time.monotonic()
+        while self._running:
+            self._raise_if_failed()
+            self._restore_step()
+            messages = self.consumer.consume(
+                self.options.batch_size, self.options.max_batch_latency_s
+            )
+            self._raise_if_failed()
+            now = time.monotonic()
+            if messages:
+                self._process(messages)
+                last_record = now
+            elif not self._restoring and self._idle_for(now - max(last_record, self._assigned_at)):
+                break
+            due = now - last_checkpoint >= self.settings.commit_interval_ms / 1000
+            budget = self.options.commit_every_records
+            if due or (budget and self._since_checkpoint >= budget):
+                self.checkpoint()
+                last_checkpoint = now
+            self.producer.poll(0)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.error("worker failed: %s: %s; nothing after the last checkpoint is committed",
+                      type(exc).__name__, exc)
+        if self.exactly_once and self._in_transaction:
+            self._in_transaction = False
+            try:
+                self.producer.abort_transaction(10)
+            except KafkaException as abort_exc:  # the successor's init_transactions aborts it
+                log.warning("could not abort the open transaction: %s", abort_exc)
+
+    def _raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise WorkerFailed(f"worker failed: {self.failure}") from self.failure
+
     # --- the loop ---------------------------------------------------------------------------
 
-    def _process(self, messages: list) -> None:
+    def ensure_transaction(self) -> None:
+        """Under exactly-once, open a transaction before the first record of an interval."""
         if self.exactly_once and not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
+
+    def _process(self, messages: list) -> None:
+        self.ensure_transaction()
         by_topic: dict[str, list] = defaultdict(list)
         for msg in messages:
             err = msg.error()
             if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error on %s: %s", msg.topic(), err.str())
                 continue
@@ -194,6 +266,7 @@ class Worker:
             batch = RecordBatch.from_messages(topic, topic_messages)
             logical = self._logical[topic]
             self.context.process(self.topology.sources[logical], self._decoder(logical), batch)
+            failpoint("batch.after_operators")
             for partition, offset in zip(batch.partitions, batch.offsets):
                 self._positions[(topic, partition)] = offset + 1
             self.records_processed += len(batch)
@@ -212,31 +285,53 @@ class Worker:
             self._reported_at, self._reported_records = now, self.records_processed
 
     def checkpoint(self) -> None:
-        """Make everything processed so far durable (order: see :mod:`.checkpoint`)."""
+        """Make everything processed so far durable (order: see :mod:`.checkpoint`).
+
+        Raises:
+            WorkerFailed: the worker failed before; it never checkpoints again.
+            CheckpointError (or another error): a step failed; the worker is now failed.
+        """
+        self._raise_if_failed()
+        try:
+            self._checkpoint()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def _checkpoint(self) -> None:
         self._purge_expired_state()
-        if not self._since_checkpoint and not any(True for _ in self.context.dirty_caches()):
-            if self.exactly_once and self._in_transaction:
-                self.producer.commit_transaction(30)
+        dirty = dict(self.context.dirty_caches())
+        if not self._since_checkpoint and not dirty:
+            if self._in_transaction:  # only dead letters or nothing: still commit them
+                cp.commit_transaction(self.producer, self.consumer, [], self.tracker, self._timeout)
                 self._in_transaction = False
             return
-        dirty = dict(self.context.dirty_caches())
+        self.ensure_transaction()
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
-        cp.flush_sinks(self.topology.sinks)
         cp.produce_changelogs(self.producer, dirty, self.changelogs, self.tracker)
+        staged = cp.pre_commit_sinks(self.topology.sinks, self.checkpoints + 1)
         if self.exactly_once:
-            if not self._in_transaction:
-                self.producer.begin_transaction()
-            cp.commit_transaction(self.producer, self.consumer, offsets, self.tracker, 60)
+            cp.commit_transaction(self.producer, self.consumer, offsets, self.tracker, self._timeout)
             self._in_transaction = False
         else:
-            cp.flush_producer(self.producer, self.tracker, 60)
+            cp.flush_producer(self.producer, self.tracker, self._timeout)
             self.dead_letters.raise_for_delivery_errors()
-            cp.commit_offsets(self.consumer, offsets)
+            cp.commit_offsets(self.consumer, offsets, self._timeout)
+        cp.commit_sinks(staged)
         cp.write_stores(dirty, self.changelogs, self.tracker)
         self._since_checkpoint = 0
+        self.checkpoints += 1
+        self._purge_repartition(offsets)
+        if self._on_checkpoint:
+            self._on_checkpoint()
+
+    @property
+    def _timeout(self) -> float:
+        return max(self.settings.transient_retry_ms / 1000, 1.0)
 
     def _purge_expired_state(self) -> None:
-        """Every TTL_PURGE_INTERVAL_S, expired keys of TTL stores become changelogged deletes."""
+        """Every TTL_PURGE_INTERVAL_S, expired keys of TTL stores become changelogged deletes
+        (written by this checkpoint, inside its transaction under exactly-once)."""
         now = time.monotonic()
         if now - self._purged_at < TTL_PURGE_INTERVAL_S:
             return
@@ -249,60 +344,123 @@ class Worker:
                     if purged:
                         log.info("expired %d key(s) of %s[%d]", len(purged), store.name, partition)
 
+    def _purge_repartition(self, offsets: list[TopicPartition]) -> None:
+        internal = {self.physical[t] for t, s in self.topology.sources.items() if s.internal}
+        if internal and self._admin is not None:
+            topics.purge_repartition(self._admin, [tp for tp in offsets if tp.topic in internal])
+
     # --- rebalances -------------------------------------------------------------------------
+    # Callbacks run inside consume(); they never raise into librdkafka: a failure is recorded
+    # and re-raised by the loop right after consume() returns.
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions))
         self._assigned_at = time.monotonic()
-        read_committed = True
-        config = {**self.settings.kafka_client_config()}
-        for tp in partitions:
-            for store in self.topology.stores:
-                target = self.stores.open(store.name, tp.partition, ttl_ms=store.ttl_ms)
-                applied = restore(target, config, self.changelogs[store.name], tp.partition,
-                                  read_committed=read_committed)
-                if applied:
-                    log.info("restored %d record(s) of %s[%d]", applied, store.name, tp.partition)
+        if self.failure is not None:
+            return
+        try:
+            failpoint("rebalance.on_assign")
+            consumer.assign(partitions)
+            if self.topology.stores and partitions:
+                consumer.pause(partitions)
+                self._restoring.extend(partitions)
+        except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
+            self._fail(exc)
+
+    def _restore_step(self) -> None:
+        """Restore the stores of one paused partition, then let it consume again."""
+        if self._rewind:
+            for tp in self._rewind:
+                self.consumer.seek(tp)
+            self._rewind = []
+        if not self._restoring:
+            return
+        tp = self._restoring.pop(0)
+        config = self.settings.kafka_client_config()
+        for store in self.topology.stores:
+            target = self.stores.open(store.name, tp.partition, ttl_ms=store.ttl_ms)
+            applied = restore(target, config, self.changelogs[store.name], tp.partition,
+                              read_committed=True)
+            if applied:
+                log.info("restored %d record(s) of %s[%d]", applied, store.name, tp.partition)
+        self.consumer.resume([tp])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s", _names(partitions))
-        self.checkpoint()
-        self._release(partitions)
+        if self.failure is None:
+            try:
+                failpoint("rebalance.on_revoke")
+                self._checkpoint()
+            except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
+                self._fail(exc)
+        self._release(partitions, discard=self.failure is not None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("lost %s: discarding uncommitted state", _names(partitions))
-        for cache in self.context.caches.values():
-            cache.discard()
-        self._release(partitions)
+        """Partitions were taken away without a chance to commit (session expired).
 
-    def _release(self, partitions: list[TopicPartition]) -> None:
+        At-least-once: only the lost partitions' uncommitted state is dropped. Exactly-once: the
+        open transaction (which spans every partition) is aborted, so every partition's
+        uncommitted state is dropped and the partitions kept are rewound to their committed
+        offsets.
+        """
+        log.warning("lost %s: discarding their uncommitted state", _names(partitions))
+        if not (self.exactly_once and self._in_transaction):
+            self._release(partitions, discard=True)
+            return
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        kept = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in lost]
+        self._in_transaction = False
+        try:
+            self.producer.abort_transaction(self._timeout)
+            self._release(kept, discard=True, close=False)
+            self._release(partitions, discard=True)
+            self._since_checkpoint = 0
+            reset = OFFSET_BEGINNING if self.options.auto_offset_reset == "earliest" else OFFSET_END
+            self._rewind = [
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else reset)
+                for tp in (consumer.committed(kept, timeout=self._timeout) if kept else [])
+            ]
+        except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
+            self._fail(exc)
+            self._release(partitions, discard=True)
+
+    def _release(self, partitions: list[TopicPartition], discard: bool, close: bool = True) -> None:
         gone = {tp.partition for tp in partitions}
         for key in [k for k in self.context.caches if k[1] in gone]:
-            del self.context.caches[key]
+            cache = self.context.caches.pop(key)
+            if discard:
+                cache.discard()
         for tp in partitions:
             self._positions.pop((tp.topic, tp.partition), None)
-        for partition in gone:
-            self.stores.close_partition(partition)
+        self._restoring = [tp for tp in self._restoring if tp.partition not in gone]
+        if close:
+            for partition in gone:
+                self.stores.close_partition(partition)
 
     # --- setup ------------------------------------------------------------------------------
 
     def _prepare_topics(self) -> None:
-        admin = AdminClient(self.settings.kafka_client_config())
-        metadata = admin.list_topics(timeout=30)
-        partitions = {}
-        for topic, spec in self.topology.sources.items():
-            if spec.internal:
-                continue
-            if topic not in metadata.topics or metadata.topics[topic].error is not None:
-                raise SourceTopicMissing(f"source topic {topic!r} does not exist")
-            partitions[topic] = len(metadata.topics[topic].partitions)
-        count = max(partitions.values())
-        ensure_dlq_topic(admin, self.dead_letters.topic)
+        """Check sources and co-partitioning; create outputs and internal topics."""
+        admin = self._admin = AdminClient(self.settings.kafka_client_config())
+        existing = topics.partition_counts(admin)
+        external = [t for t, spec in self.topology.sources.items() if not spec.internal]
+        counts = topics.check_sources(existing, external)
+        groups = getattr(self.topology, "copartition_groups", lambda: [])()
+        topics.check_copartitioned(groups, counts)
+        count = max(counts.values())
+        replication = self.settings.internal_replication_factor
+        topics.ensure_topics(
+            admin, {t: count for t in self.topology.outputs if t not in self.physical.values()},
+            existing, replication_factor=replication, create=self.settings.auto_create_topics,
+        )
+        ensure_dlq_topic(admin, self.dead_letters.topic, replication_factor=replication)
         internal = [self.physical[t] for t, spec in self.topology.sources.items() if spec.internal]
-        if internal:
-            ensure_repartition_topics(admin, internal, count)
+        topics.ensure_topics(admin, {t: count for t in internal}, existing,
+                             replication_factor=replication,
+                             config=topics.REPARTITION_TOPIC_CONFIG, kind="repartition")
         if self.changelogs:
-            ensure_changelog_topics(admin, {t: count for t in self.changelogs.values()})
+            ensure_changelog_topics(admin, {t: count for t in self.changelogs.values()},
+                                    replication_factor=replication)
 
     def _decoder(self, topic: str) -> BatchDecoder:
         decoder = self._decoders.get(topic)
@@ -324,8 +482,11 @@ class Worker:
         limit = self.options.until_idle_s
         return limit is not None and seconds >= limit and bool(self.consumer.assignment())
 
+    def _member_name(self) -> str:
+        return f"{self.settings.application_id}-{socket.gethostname()}-{self.options.worker_id}"
+
     def _consumer_config(self, kafka: dict[str, str]) -> dict[str, object]:
-        return {
+        config: dict[str, object] = {
             **kafka,
             "group.id": self.settings.application_id,
             "client.id": f"{self.settings.kafka_client_id}-{self.options.worker_id}",
@@ -337,8 +498,12 @@ class Worker:
             "queued.max.messages.kbytes": 65536,
             "fetch.max.bytes": 52428800,
         }
+        if self.settings.static_membership:
+            config["group.instance.id"] = self._member_name()
+        return config
 
     def _producer_config(self, kafka: dict[str, str]) -> dict[str, object]:
+        timeout_ms = max(self.settings.transient_retry_ms, 1000)
         config: dict[str, object] = {
             **kafka,
             "enable.idempotence": True,
@@ -347,23 +512,26 @@ class Worker:
             "batch.size": 1_000_000,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": timeout_ms,
             # the Java clients' partitioner, so keyed outputs co-partition with Kafka Streams/JVM
             # producers (librdkafka's default hashes keys differently)
             "partitioner": "murmur2_random",
         }
         if self.exactly_once:
-            host = socket.gethostname()
-            config["transactional.id"] = (
-                f"{self.settings.application_id}-{host}-{self.options.worker_id}"
-            )
-            config["transaction.timeout.ms"] = 60_000
+            config["transactional.id"] = self._member_name()
+            config["transaction.timeout.ms"] = max(60_000, timeout_ms + 10_000)
         return config
 
     def _close(self) -> None:
         try:
-            self.consumer.close()
+            self.consumer.close()  # runs on_revoke: a failed worker only releases
+        except KafkaException as exc:
+            log.warning("consumer close: %s", exc)
         finally:
-            self.producer.flush(10)
+            if self.failure is None:
+                self.producer.flush(10)
+            else:
+                self.producer.purge()
             for sink in self.topology.sinks:
                 sink.close()
             self.stores.close_all()

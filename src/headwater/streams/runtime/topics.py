@@ -1,0 +1,141 @@
+"""Topics at start: every topic a run touches is checked (or created) before the first poll.
+
+- sources must exist (the engine never creates its inputs);
+- sources that feed one stateful sub-topology must be co-partitioned (equal partition counts);
+- outputs are created when missing (``auto_create_topics``, partitions like the input,
+  ``internal_replication_factor``) or the run fails at once naming the topic;
+- internal topics (DLQ, repartition, changelogs) are created with ``internal_replication_factor``.
+  Repartition topics keep data until the engine has committed past it (``retention.ms=-1``) and
+  are purged by :func:`purge_repartition` with ``DeleteRecords``, the way Kafka Streams does, so a
+  long outage never loses unprocessed repartition records to retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from headwater.errors import StartupError
+
+log = logging.getLogger("headwater.topics")
+
+REPARTITION_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
+class TopicError(StartupError):
+    """A topic the run needs is missing, mis-partitioned or cannot be created (names it)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r}: {reason}")
+
+
+def partition_counts(admin: AdminClient, timeout_s: float = 30.0) -> dict[str, int]:
+    """Partition count of every topic the cluster lists (topics with errors left out)."""
+    meta = admin.list_topics(timeout=timeout_s)
+    return {t: len(m.partitions) for t, m in meta.topics.items() if m.error is None and m.partitions}
+
+
+def check_sources(existing: Mapping[str, int], sources: Iterable[str]) -> dict[str, int]:
+    """Partition counts of the sources; raises :class:`TopicError` for a missing one."""
+    counts = {}
+    for topic in sources:
+        if topic not in existing:
+            raise TopicError(topic, "source topic does not exist (the engine never creates inputs)")
+        counts[topic] = existing[topic]
+    return counts
+
+
+def check_copartitioned(groups: Iterable[Iterable[str]], counts: Mapping[str, int]) -> None:
+    """Each group's topics must have one partition count (their keys meet in one task)."""
+    for group in groups:
+        topics = sorted(set(group))
+        seen = {t: counts[t] for t in topics if t in counts}
+        if len(set(seen.values())) > 1:
+            detail = ", ".join(f"{t}={n}" for t, n in seen.items())
+            raise TopicError(
+                topics[0],
+                f"inputs of one stateful operator must be co-partitioned, but partition counts "
+                f"differ ({detail}); repartition one side (key_by) or fix the topics",
+            )
+
+
+def ensure_topics(
+    admin: AdminClient,
+    wanted: Mapping[str, int],
+    existing: Mapping[str, int],
+    *,
+    replication_factor: int,
+    config: Mapping[str, str] | None = None,
+    create: bool = True,
+    kind: str = "output",
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics of ``wanted`` (name -> partitions) that do not exist; return them.
+
+    Raises:
+        TopicError: a topic is missing and ``create`` is off, or its creation failed.
+    """
+    missing = [t for t in wanted if t not in existing]
+    if not missing:
+        return []
+    if not create:
+        raise TopicError(missing[0], f"{kind} topic does not exist and auto_create_topics is off")
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=wanted[t], replication_factor=replication_factor,
+                  config=dict(config or {})) for t in missing],
+        request_timeout=timeout_s,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            log.info("created %s topic %s (%d partitions)", kind, topic, wanted[topic])
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                raise TopicError(topic, f"cannot create {kind} topic: {exc}") from exc
+    wait_for_leaders(admin, missing, timeout_s)
+    return missing
+
+
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float = 30.0) -> None:
+    """Block until every partition of ``topics`` has a leader (right after creating them)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s)
+        pending = [
+            t for t in topics
+            if t not in meta.topics or meta.topics[t].error is not None
+            or not meta.topics[t].partitions
+            or any(p.leader < 0 for p in meta.topics[t].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(pending[0], f"partitions have no leader after {timeout_s}s")
+        time.sleep(0.1)
+
+
+def purge_repartition(admin: AdminClient, committed: Iterable[TopicPartition]) -> None:
+    """Delete repartition records below the committed offsets (best effort, asynchronous).
+
+    Failures are logged, never raised: purging only reclaims disk; the data is already processed.
+    """
+    targets = [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in committed if tp.offset > 0]
+    if not targets:
+        return
+    try:
+        futures = admin.delete_records(targets, request_timeout=10)
+    except KafkaException as exc:
+        log.warning("repartition purge failed: %s", exc)
+        return
+    for tp, future in futures.items():
+        future.add_done_callback(
+            lambda f, tp=tp: f.exception() and log.warning(
+                "repartition purge of %s[%d] failed: %s", tp.topic, tp.partition, f.exception()
+            )
+        )
