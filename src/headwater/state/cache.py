@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from headwater.state.store import KeyValueStore
 
 
+_ABSENT = object()
+
+
 class WriteBackCache:
     """Per-checkpoint write-back cache over one ``KeyValueStore``.
 
@@ -23,12 +26,13 @@ class WriteBackCache:
         store: the store this cache fronts; the cache never closes it.
     """
 
-    __slots__ = ("store", "_clean", "_dirty")
+    __slots__ = ("store", "_clean", "_dirty", "_undo")
 
     def __init__(self, store: KeyValueStore) -> None:
         self.store = store
         self._clean: dict[bytes, bytes | None] = {}
         self._dirty: dict[bytes, bytes | None] = {}
+        self._undo: dict[bytes, object] | None = None
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """User values of ``keys`` in order: own writes first, then reads cached this checkpoint,
@@ -60,6 +64,11 @@ class WriteBackCache:
         """
         if len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys but {len(values)} values")
+        if self._undo is not None:
+            undo, dirty = self._undo, self._dirty
+            for key in keys:
+                if key not in undo:
+                    undo[key] = dirty.get(key, _ABSENT)
         self._dirty.update(zip(keys, self.store.encode_values(values)))
 
     def purge_expired(self, now_ms: int | None = None) -> list[bytes]:
@@ -76,6 +85,23 @@ class WriteBackCache:
         for key in purged:
             dirty[key] = None
         return purged
+
+    def savepoint(self) -> None:
+        """Start recording how to undo the writes that follow (see :meth:`rollback`)."""
+        self._undo = {}
+
+    def rollback(self) -> None:
+        """Undo every write since :meth:`savepoint` and end it."""
+        for key, previous in (self._undo or {}).items():
+            if previous is _ABSENT:
+                self._dirty.pop(key, None)
+            else:
+                self._dirty[key] = previous  # type: ignore[assignment]
+        self._undo = None
+
+    def release(self) -> None:
+        """Keep the writes since :meth:`savepoint` and end it."""
+        self._undo = None
 
     def dirty(self) -> dict[bytes, bytes | None]:
         """What changed since the last flush: latest stored value per key (``None`` = delete).

@@ -4,20 +4,38 @@ When an operator raises on a batch, the policy decides: ``fail`` stops the worke
 not committed, so nothing is lost); ``dlq`` and ``skip`` re-run the operator on one row at a time
 to isolate the rows that fail, send them to the dead-letter topic (``dlq``) or drop them (``skip``),
 and continue with the rows that succeed.
+
+Two rules keep that honest:
+- Infrastructure errors are never a record's fault: a registry that cannot be reached, a Kafka
+  or producer error, a state store failure (:data:`INFRASTRUCTURE_ERRORS`) propagate and fail the
+  worker (after the retries the component did itself); they never dead-letter rows.
+- An operator never runs twice over the same rows: the state a stateful operator wrote before it
+  raised is rolled back (write-back cache savepoints) before the rows are re-run one by one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
+from confluent_kafka import KafkaException
 
+from headwater.connectors.produce import ProducerQueueFull
 from headwater.errors import HeadwaterError
+from headwater.schemas.errors import SchemaRegistryUnavailable
+from headwater.state.errors import StateError
 from headwater.streams.context import ProcessingContext
 from headwater.streams.operators import Operator
 
 ErrorPolicy = Literal["dlq", "fail", "skip"]
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    SchemaRegistryUnavailable, KafkaException, ProducerQueueFull, BufferError, StateError,
+)
+"""Errors that say nothing about the record: they fail the worker, never the rows."""
 
 
 class OperatorError(HeadwaterError):
@@ -50,7 +68,10 @@ def _apply_guarded(
 ) -> pl.DataFrame:
     op = node.operator
     try:
-        return op.apply(frame, ctx)
+        with _state_guard(op, ctx):
+            return op.apply(frame, ctx)
+    except INFRASTRUCTURE_ERRORS:
+        raise
     except Exception as exc:  # noqa: BLE001 - user code may raise anything; handled by policy
         if policy == "fail":
             raise _operator_error(op, frame, exc) from exc
@@ -61,12 +82,39 @@ def _apply_guarded(
     for i in range(frame.height):
         row = frame.slice(i, 1)
         try:
-            survivors.append(op.apply(row, ctx))
+            with _state_guard(op, ctx):
+                survivors.append(op.apply(row, ctx))
+        except INFRASTRUCTURE_ERRORS:
+            raise
         except Exception as exc:  # noqa: BLE001
             _reject(row, exc, op, ctx, policy)
     if not survivors:
         return frame.clear()
     return pl.concat(survivors, how="diagonal_relaxed")
+
+
+@contextmanager
+def _state_guard(op: Operator, ctx: ProcessingContext) -> Iterator[None]:
+    """Undo the state writes of ``op`` if it raises (no cost for stateless operators)."""
+    caches = getattr(ctx, "caches", None)
+    if not getattr(op, "stateful", False) or caches is None:
+        yield
+        return
+    stores = set(op.store_names())
+    before = {k: c for k, c in caches.items() if k[0] in stores}
+    for cache in before.values():
+        cache.savepoint()
+    try:
+        yield
+    except BaseException:
+        for cache in before.values():
+            cache.rollback()
+        for key in [k for k in caches if k[0] in stores and k not in before]:
+            caches.pop(key).discard()  # opened by this attempt: holds only its writes
+        raise
+    else:
+        for cache in before.values():
+            cache.release()
 
 
 def _reject(
