@@ -14,7 +14,8 @@ from headwater.state.changelog import (
 )
 from headwater.state.errors import StateError
 from headwater.state.manager import StateManager
-from headwater.state.store import NO_OFFSET, KeyValueStore, MemoryStore, RocksDBStore
+from headwater.state.rocksdb import RocksDBStore
+from headwater.state.store import NO_OFFSET, KeyValueStore, MemoryStore
 from headwater.state.ttl import Clock, TtlCodec
 
 __all__ = [
