@@ -283,7 +283,9 @@ batches = st.lists(
 bounds = st.one_of(st.none(), small_keys)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batches=batches, start=bounds, end=bounds, prefix=small_keys)
 def test_scans_match_a_dict_model(
     make_store: StoreFactory,
