@@ -416,3 +416,33 @@ def test_log_start_above_the_applied_offset_is_read_from_the_log_start(
     assert dict(store.items()) == {b"k0": b"v0", b"k1": b"v1", b"k2": b"v2"} | dict(entries[6:])
     assert store.applied_changelog_offset() == 9
     mgr.close_all()
+
+
+def test_a_failing_step_loses_nothing_of_the_other_partitions(
+    kafka_config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    changelog = new_topic("changelog", partitions=2)  # not compacted: it takes a null key
+    good: list[Entry] = [(f"k{i}".encode(), b"v") for i in range(50)]
+    _produce(kafka_config, changelog, 0, good)
+    p = Producer(dict(kafka_config))
+    p.produce(changelog, key=b"ok", value=b"1", partition=1)
+    p.produce(changelog, value=b"keyless", partition=1)  # not a changelog record: offset 1
+    assert p.flush(30) == 0
+    mgr = StateManager(tmp_path, "app")
+    with ChangelogRestorer(dict(kafka_config), True, mgr) as restorer:
+        restorer.add("s", 0, changelog)
+        restorer.add("s", 1, changelog)
+        failures = 0
+        while 1 in restorer.pending():
+            try:
+                restorer.step(1000)
+            except StateError as exc:
+                assert exc.partition == 1 and "null key" in str(exc) and exc.topic == changelog
+                failures += 1
+                if failures == 2:  # it fails again on retry: give up on that partition
+                    restorer.remove_partition(1)
+        assert failures == 2
+        _restore_all(restorer, 1000)
+    assert dict(mgr.open("s", 0).items()) == dict(good)  # records fetched in failed steps too
+    assert mgr.open("s", 1).applied_changelog_offset() <= 0
+    mgr.close_all()

@@ -166,7 +166,8 @@ class ChangelogRestorer:
         """Restore up to ``max_records`` changelog records across the pending store partitions.
 
         Starts the partitions added since the last step (offset queries, wipes, assignment),
-        then consumes once, waiting at most ``poll_timeout_s``.
+        then consumes for at most ``poll_timeout_s`` (less once the budget is used or every
+        partition is done).
 
         Returns:
             True when nothing is pending any more.
@@ -174,7 +175,9 @@ class ChangelogRestorer:
         Raises:
             StateError: an offset query or the consumer failed, a changelog record has a null
                 key, a store is ahead of its changelog and cannot be wiped, or the restore
-                stalled for ``stall_timeout_s``. The failing partition stays pending.
+                stalled for ``stall_timeout_s``. Nothing is lost: every partition stays pending at
+                its last applied record and the consumer is rewound there, so a later ``step``
+                retries (and raises again if the cause persists).
         """
         self._check_open()
         if max_records < 1:
@@ -328,6 +331,20 @@ class ChangelogRestorer:
 
     def _consume(self, num_messages: int, timeout_s: float) -> int:
         """One consume call, applied; returns the number of records and EOFs handled."""
+        try:
+            return self._consume_once(num_messages, timeout_s)
+        except BaseException:
+            # Records fetched but not applied would be skipped by the next step: rewind every
+            # partition to its next unapplied offset.
+            consumer, tasks = self._client(), list(self._reading.values())
+            if tasks:
+                consumer.incremental_unassign([t.tp for t in tasks])
+                consumer.incremental_assign(
+                    [TopicPartition(t.topic, t.partition, t.position) for t in tasks]
+                )
+            raise
+
+    def _consume_once(self, num_messages: int, timeout_s: float) -> int:
         consumer = self._client()
         reading = self._reading
         # Asking for no more than what is left lets consume() return as soon as the tails have
@@ -373,9 +390,9 @@ class ChangelogRestorer:
             # Transaction markers are never delivered: only the EOF offset moves past them.
             position = max(task.position, eof.get(task, -1))
             if position >= task.end or task in eof:
+                self._finish(task, position)
                 del reading[(task.topic, task.partition)]
                 consumer.incremental_unassign([task.tp])
-                self._finish(task, position)
         return sum(counts.values()) + len(eof)
 
     def _after_consume(self, active: bool) -> None:
