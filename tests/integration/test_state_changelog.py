@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from headwater.state import (
     CHANGELOG_TOPIC_CONFIG,
+    ChangelogRestorer,
     RocksDBStore,
     StateError,
     StateManager,
@@ -90,6 +91,12 @@ def test_ensure_changelog_topics_creates_compacted_topics(
     topics_to_delete += [a, b]
     ensure_changelog_topics(admin, {a: 3, b: 1})
     assert (_partitions(admin, a), _partitions(admin, b)) == (3, 1)
+    # replication_factor -1 (the default): the broker's default.replication.factor
+    meta = admin.list_topics(a, timeout=10)
+    broker = ConfigResource(ResourceType.BROKER, str(next(iter(meta.brokers))))
+    default_rf = admin.describe_configs([broker])[broker].result(timeout=30)
+    replicas = {len(p.replicas) for p in meta.topics[a].partitions.values()}
+    assert replicas == {int(default_rf["default.replication.factor"].value)}
     cfg = _topic_config(admin, a)
     assert cfg["cleanup.policy"] == "compact"
     assert cfg["segment.bytes"] == CHANGELOG_TOPIC_CONFIG["segment.bytes"]
@@ -225,3 +232,217 @@ def test_restore_refuses_store_ahead_of_changelog(
         restore(store, dict(kafka_config), changelog, 0, read_committed=False)
     assert info.value.topic == changelog and info.value.path == str(tmp_path / "s")
     store.close()
+
+
+# --- ahead of the changelog, past the LSO, incremental restore -----------------------------------
+
+
+def _restore_all(restorer: ChangelogRestorer, max_records: int) -> int:
+    """Step until done; returns the number of steps."""
+    steps = 1
+    while not restorer.step(max_records):
+        steps += 1
+    return steps
+
+
+def test_store_ahead_of_a_recreated_changelog_is_wiped_and_restored(
+    kafka_config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    changelog = new_topic("changelog", partitions=1, config={"cleanup.policy": "compact"})
+    entries: list[Entry] = [(b"a", b"new-1"), (b"b", b"new-2")]
+    _produce(kafka_config, changelog, 0, entries)
+    mgr = StateManager(tmp_path, "app")
+    # the store applied 100 records of the topic's previous life; the new topic has 2
+    mgr.open("s", 0).write_batch({b"a": b"old", b"stale": b"x"}, 99)
+    with ChangelogRestorer(dict(kafka_config), True, mgr) as restorer, caplog.at_level("WARNING"):
+        restorer.add("s", 0, changelog)
+        assert _restore_all(restorer, 100) >= 1
+    store = mgr.open("s", 0)
+    assert dict(store.items()) == {b"a": b"new-1", b"b": b"new-2"}
+    assert store.applied_changelog_offset() == 1
+    assert "wiping the store partition" in caplog.text
+    # the blocking form does the same with a state manager, and refuses without one
+    mgr.open("s", 0).write_batch({b"stale": b"x"}, 500)
+    assert restore(mgr.open("s", 0), dict(kafka_config), changelog, 0, read_committed=False,
+                   state_manager=mgr) == 2
+    assert dict(mgr.open("s", 0).items()) == {b"a": b"new-1", b"b": b"new-2"}
+    mgr.open("s", 0).write_batch({}, 500)
+    with pytest.raises(StateError, match="recreated or truncated") as info:
+        restore(mgr.open("s", 0), dict(kafka_config), changelog, 0, read_committed=True)
+    assert info.value.topic == changelog and info.value.store == "s"
+    mgr.close_all()
+
+
+def test_store_past_the_lso_of_an_open_transaction_is_left_alone(
+    kafka_config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """The crash-loop case: a killed worker's transaction is still open (holding the LSO back)
+    while the new owner committed records after it and applied them to its store."""
+    changelog = new_topic("changelog", partitions=1, config={"cleanup.policy": "compact"})
+    first, zombie, owner = (_txn_producer(kafka_config) for _ in range(3))
+    _txn(first, changelog, 0, [(b"a", b"1"), (b"b", b"2")], commit=True)  # offsets 0-1, marker 2
+    zombie.begin_transaction()
+    zombie.produce(changelog, key=b"z", value=b"never", partition=0)  # offset 3, stays open
+    zombie.flush(30)
+    try:
+        mgr = StateManager(tmp_path, "app")
+        store = mgr.open("s", 0)
+        assert restore(store, dict(kafka_config), changelog, 0, read_committed=True) == 2
+        assert store.applied_changelog_offset() == 2  # stops at the LSO (3)
+        # the new owner commits offsets 4-5 (marker 6) and writes them to its store, as a
+        # checkpoint does, under the last record's offset
+        _txn(owner, changelog, 0, [(b"b", b"owner"), (b"c", b"3")], commit=True)
+        store.write_batch({b"b": b"owner", b"c": b"3"}, 5)
+        expected = {b"a": b"1", b"b": b"owner", b"c": b"3"}
+
+        assert restore(store, dict(kafka_config), changelog, 0, read_committed=True) == 0
+        assert store.applied_changelog_offset() == 5 and dict(store.items()) == expected
+        with ChangelogRestorer(dict(kafka_config), True, mgr) as restorer:
+            assert restorer.add("s", 0, changelog) is store
+            assert restorer.step(100) is True and restorer.pending() == set()
+        assert mgr.open("s", 0) is store  # not wiped
+        assert store.applied_changelog_offset() == 5 and dict(store.items()) == expected
+    finally:
+        zombie.abort_transaction(30)
+    # once the zombie is aborted, the next restore only moves past the markers
+    assert restore(store, dict(kafka_config), changelog, 0, read_committed=True) == 0
+    assert dict(store.items()) == expected
+    assert store.applied_changelog_offset() == 7  # past the zombie's abort marker
+    mgr.close_all()
+
+
+def _fill(kafka_config: dict[str, str], changelog: str, partitions: int) -> dict[int, dict]:
+    """Records with overwrites, tombstones, a committed and an aborted transaction per partition;
+    returns the expected contents per partition."""
+    expected: dict[int, dict[bytes, bytes]] = {}
+    txp = _txn_producer(kafka_config)
+    for p in range(partitions):
+        plain: list[Entry] = [(f"k{i % 40}".encode(), f"p{p}-v{i}".encode()) for i in range(120)]
+        plain += [(b"k3", None), (b"k7", None)]
+        _produce(kafka_config, changelog, p, plain)
+        committed: list[Entry] = [(b"k8", None), (b"tx", f"p{p}".encode())]
+        _txn(txp, changelog, p, committed, commit=True)
+        _txn(txp, changelog, p, [(b"k9", None), (b"aborted", b"x")], commit=False)
+        expected[p] = {}
+        _apply(expected[p], plain + committed)
+    return expected
+
+
+def test_incremental_restore_in_steps_equals_a_blocking_restore(
+    kafka_config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    changelog = new_topic("changelog", partitions=3, config={"cleanup.policy": "compact"})
+    other = new_topic("changelog", partitions=3, config={"cleanup.policy": "compact"})
+    expected = _fill(kafka_config, changelog, 3)
+    _produce(kafka_config, other, 1, [(b"x", b"1"), (b"y", b"2")])
+
+    blocking = StateManager(tmp_path / "blocking", "app")
+    for p in range(3):
+        restore(blocking.open("s", p), dict(kafka_config), changelog, p, read_committed=True)
+        restore(blocking.open("o", p), dict(kafka_config), other, p, read_committed=True)
+
+    stepped = StateManager(tmp_path / "stepped", "app")
+    with ChangelogRestorer(dict(kafka_config), True, stepped) as restorer:
+        for p in range(3):
+            restorer.add("s", p, changelog)
+            restorer.add("o", p, other)
+        assert restorer.pending() == {0, 1, 2}
+        with pytest.raises(StateError, match="already being restored"):
+            restorer.add("s", 0, changelog)
+        steps = _restore_all(restorer, 25)
+        assert restorer.pending() == set()
+    assert steps > (3 * 124) // 25  # really bounded: at most 25 records per step
+    for p in range(3):
+        for name in ("s", "o"):
+            a, b = blocking.open(name, p), stepped.open(name, p)
+            assert dict(a.items()) == dict(b.items())
+            assert a.applied_changelog_offset() == b.applied_changelog_offset()
+        assert dict(stepped.open("s", p).items()) == expected[p]
+    assert dict(stepped.open("o", 1).items()) == {b"x": b"1", b"y": b"2"}
+    assert stepped.open("o", 0).applied_changelog_offset() == -1  # empty partition: no-op
+    blocking.close_all()
+    stepped.close_all()
+
+
+def test_remove_partition_mid_restore_keeps_a_consistent_prefix(
+    kafka_config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    changelog = new_topic("changelog", partitions=2, config={"cleanup.policy": "compact"})
+    entries = {p: [(f"k{i}".encode(), f"v{i}".encode()) for i in range(300)] for p in (0, 1)}
+    for p, e in entries.items():
+        _produce(kafka_config, changelog, p, e)
+    mgr = StateManager(tmp_path, "app")
+    with ChangelogRestorer(dict(kafka_config), False, mgr) as restorer:
+        restorer.add("s", 0, changelog)
+        restorer.add("s", 1, changelog)
+        store1 = mgr.open("s", 1)
+        while store1.applied_changelog_offset() < 0:  # until partition 1 has started
+            assert not restorer.step(10)
+        restorer.remove_partition(1)
+        assert restorer.pending() <= {0}  # partition 0 may have finished first
+        stopped_at = store1.applied_changelog_offset()
+        assert 0 <= stopped_at < 299
+        _restore_all(restorer, 50)
+        assert store1.applied_changelog_offset() == stopped_at  # nothing more was applied
+        # exactly the records up to the applied offset: a prefix, resumable
+        assert dict(store1.items()) == dict(entries[1][: stopped_at + 1])
+        assert dict(mgr.open("s", 0).items()) == dict(entries[0])
+        restorer.add("s", 1, changelog)  # assigned again later: resumes where it stopped
+        assert restorer.pending() == {1}
+        _restore_all(restorer, 1000)
+    assert dict(mgr.open("s", 1).items()) == dict(entries[1])
+    assert mgr.open("s", 1).applied_changelog_offset() == 299
+    mgr.close_all()
+
+
+def test_log_start_above_the_applied_offset_is_read_from_the_log_start(
+    kafka_config: dict[str, str], admin: AdminClient, new_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """Compaction/retention removed records the store never applied: not an error, read on."""
+    changelog = new_topic("changelog", partitions=1)
+    entries: list[Entry] = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(10)]
+    _produce(kafka_config, changelog, 0, entries)
+    deleted = admin.delete_records([TopicPartition(changelog, 0, 6)], request_timeout=30)
+    for future in deleted.values():
+        future.result(timeout=30)
+    mgr = StateManager(tmp_path, "app")
+    store = mgr.open("s", 0)
+    store.write_batch({b"k0": b"v0", b"k1": b"v1", b"k2": b"v2"}, 2)  # applied up to 2; low is 6
+    assert restore(store, dict(kafka_config), changelog, 0, read_committed=True,
+                   state_manager=mgr) == 4
+    assert mgr.open("s", 0) is store  # not wiped
+    assert dict(store.items()) == {b"k0": b"v0", b"k1": b"v1", b"k2": b"v2"} | dict(entries[6:])
+    assert store.applied_changelog_offset() == 9
+    mgr.close_all()
+
+
+def test_a_failing_step_loses_nothing_of_the_other_partitions(
+    kafka_config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    changelog = new_topic("changelog", partitions=2)  # not compacted: it takes a null key
+    good: list[Entry] = [(f"k{i}".encode(), b"v") for i in range(50)]
+    _produce(kafka_config, changelog, 0, good)
+    p = Producer(dict(kafka_config))
+    p.produce(changelog, key=b"ok", value=b"1", partition=1)
+    p.produce(changelog, value=b"keyless", partition=1)  # not a changelog record: offset 1
+    assert p.flush(30) == 0
+    mgr = StateManager(tmp_path, "app")
+    with ChangelogRestorer(dict(kafka_config), True, mgr) as restorer:
+        restorer.add("s", 0, changelog)
+        restorer.add("s", 1, changelog)
+        failures = 0
+        while 1 in restorer.pending():
+            try:
+                restorer.step(1000)
+            except StateError as exc:
+                assert exc.partition == 1 and "null key" in str(exc) and exc.topic == changelog
+                failures += 1
+                if failures == 2:  # it fails again on retry: give up on that partition
+                    restorer.remove_partition(1)
+        assert failures == 2
+        _restore_all(restorer, 1000)
+    assert dict(mgr.open("s", 0).items()) == dict(good)  # records fetched in failed steps too
+    assert mgr.open("s", 1).applied_changelog_offset() <= 0
+    mgr.close_all()

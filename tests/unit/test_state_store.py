@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from headwater.state import KeyValueStore, MemoryStore, RocksDBStore, StateError, TtlCodec
 from headwater.state.store import MemoryData
@@ -195,3 +197,119 @@ def test_rocksdb_abandoned_items_iterator_does_not_keep_lock(tmp_path: Path) -> 
     del it
     store.close()
     RocksDBStore(tmp_path / "d", "s", 0).close()
+
+
+# --- ordered access: range and prefix ----------------------------------------------------------
+
+ORDERED = [b"", b"\x00", b"a", b"a\x00", b"ab", b"abc", b"a\xff", b"b", b"\xff", b"\xff\xff"]
+
+
+def test_range_is_start_inclusive_end_exclusive_in_key_order(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.write_batch({k: b"v" + k for k in reversed(ORDERED)}, None)
+    keys = lambda it: [k for k, _ in it]  # noqa: E731
+    assert keys(store.range(None, None)) == ORDERED == keys(store.items())
+    assert keys(store.range(b"a", b"b")) == [b"a", b"a\x00", b"ab", b"abc", b"a\xff"]
+    assert keys(store.range(b"a\x01", b"abc")) == [b"ab"]
+    assert keys(store.range(b"abc", b"a\xff\x00")) == [b"abc", b"a\xff"]
+    assert keys(store.range(b"ab", None)) == [b"ab", b"abc", b"a\xff", b"b", b"\xff", b"\xff\xff"]
+    assert keys(store.range(None, b"a")) == [b"", b"\x00"]
+    assert keys(store.range(b"b", b"b")) == [] == keys(store.range(b"c", b"a"))
+    assert dict(store.range(b"ab", b"ac")) == {b"ab": b"vab", b"abc": b"vabc"}
+
+
+def test_prefix_scans_carry_past_ff_bytes(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.write_batch(dict.fromkeys(ORDERED, b"x"), None)
+    keys = lambda it: [k for k, _ in it]  # noqa: E731
+    assert keys(store.prefix(b"a")) == [b"a", b"a\x00", b"ab", b"abc", b"a\xff"]
+    assert keys(store.prefix(b"a\xff")) == [b"a\xff"]
+    assert keys(store.prefix(b"ab")) == [b"ab", b"abc"]
+    assert keys(store.prefix(b"\xff")) == [b"\xff", b"\xff\xff"]
+    assert keys(store.prefix(b"")) == ORDERED
+    assert keys(store.prefix(b"zz")) == []
+    with pytest.raises(TypeError, match="bytes"):
+        store.prefix("a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes"):
+        store.range("a", None)  # type: ignore[arg-type]
+
+
+def test_range_skips_expired_and_returns_user_values(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = make_store(ttl_ms=100, clock=clock)
+    store.write_batch(dict(zip([b"k1", b"k2"], store.encode_values([b"1", b"2"]))), None)
+    clock.advance_ms(60)
+    store.write_batch(dict(zip([b"k3"], store.encode_values([b"3"]))), None)
+    clock.advance_ms(40)
+    assert list(store.range(b"k", None)) == [(b"k3", b"3")]
+    assert list(store.prefix(b"k")) == [(b"k3", b"3")]
+
+
+def test_range_on_a_closed_store_raises(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.close()
+    with pytest.raises(StateError, match="closed"):
+        store.range(None, None)
+
+
+def test_range_does_not_see_writes_made_after_it_started(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.write_batch({b"a": b"1", b"b": b"2", b"c": b"3"}, None)
+    scan = store.range(None, None)
+    assert next(scan) == (b"a", b"1")
+    store.write_batch({b"b": None, b"bb": b"new"}, None)
+    assert list(scan) == [(b"b", b"2"), (b"c", b"3")]
+    assert list(store.range(None, None)) == [(b"a", b"1"), (b"bb", b"new"), (b"c", b"3")]
+
+
+def test_rocksdb_abandoned_range_iterator_does_not_keep_lock(tmp_path: Path) -> None:
+    store = RocksDBStore(tmp_path / "d", "s", 0)
+    store.write_batch({b"a": b"1", b"b": b"2"}, 0)
+    it = store.range(b"a", b"z")
+    next(it)
+    del it
+    store.close()
+    RocksDBStore(tmp_path / "d", "s", 0).close()
+
+
+# --- property: the store behaves like a sorted dict ---------------------------------------------
+
+# a small alphabet with the edge bytes makes shared prefixes and 0xff carries common
+small_keys = st.lists(st.sampled_from([0x00, 0x01, 0x61, 0xFE, 0xFF]), max_size=3).map(bytes)
+batches = st.lists(
+    st.dictionaries(small_keys, st.one_of(st.none(), st.binary(max_size=4)), max_size=12),
+    min_size=1, max_size=6,
+)
+bounds = st.one_of(st.none(), small_keys)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=batches, start=bounds, end=bounds, prefix=small_keys)
+def test_scans_match_a_dict_model(
+    make_store: StoreFactory,
+    batches: list[dict[bytes, bytes | None]],
+    start: bytes | None,
+    end: bytes | None,
+    prefix: bytes,
+) -> None:
+    store = make_store()
+    model = {k: v for k, v in store.items()}  # the store may hold earlier examples' data
+    for batch in batches:
+        store.write_batch(batch, None)
+        for key, value in batch.items():
+            if value is None:
+                model.pop(key, None)
+            else:
+                model[key] = value
+    in_range = sorted(
+        (k, v) for k, v in model.items()
+        if (start is None or k >= start) and (end is None or k < end)
+    )
+    assert list(store.range(start, end)) == in_range
+    assert list(store.prefix(prefix)) == sorted(
+        (k, v) for k, v in model.items() if k.startswith(prefix)
+    )
+    assert list(store.items()) == sorted(model.items())
+    store.close()

@@ -39,7 +39,8 @@ def test_aggregate_accumulates_across_batches_and_emits_updates() -> None:
                            {"orders": 1, "spent": 1.0, "biggest": 1.0}]
     assert updates[2] == {"orders": 3, "spent": 14.0, "biggest": 7.0}
     stored = driver.store("per-user")
-    row = np.frombuffer(stored[b"a"], dtype=[("orders", "<i8"), ("spent", "<f8"), ("biggest", "<f8")])
+    assert stored[b"a"][0] == 2  # format byte "aggregate rows v1", then a 4-byte fingerprint
+    row = np.frombuffer(stored[b"a"][5:], dtype=[("orders", "<i8"), ("spent", "<f8"), ("biggest", "<f8")])
     assert row["orders"][0] == 3 and row["spent"][0] == 14.0
 
 

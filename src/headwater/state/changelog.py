@@ -10,13 +10,14 @@ store.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from headwater.state.errors import StateError
+from headwater.state.manager import StateManager
+from headwater.state.restorer import ChangelogRestorer, _Task
 from headwater.state.store import KeyValueStore
 
 _ALREADY_EXISTS = KafkaError.TOPIC_ALREADY_EXISTS
@@ -43,7 +44,7 @@ def changelog_topic(application_id: str, store_name: str) -> str:
 def ensure_changelog_topics(
     admin: AdminClient,
     topics: Mapping[str, int],
-    replication_factor: int = 1,
+    replication_factor: int = -1,
     *,
     config: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
@@ -57,7 +58,9 @@ def ensure_changelog_topics(
     Args:
         admin: an AdminClient on the cluster.
         topics: changelog topic name -> required partition count (the input's).
-        replication_factor: for new topics.
+        replication_factor: for new topics; -1 (default) takes the broker's
+            ``default.replication.factor``. The engine passes
+            ``settings.internal_replication_factor``.
         config: extra/overriding topic configs on top of ``CHANGELOG_TOPIC_CONFIG``.
         timeout_s: per admin request.
 
@@ -127,16 +130,16 @@ def restore(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 10_000,
     stall_timeout_s: float = 60.0,
+    state_manager: StateManager | None = None,
 ) -> int:
-    """Bring ``store`` up to date with changelog partition ``topic``/``partition``.
+    """Bring ``store`` up to date with changelog partition ``topic``/``partition``, blocking.
 
-    Reads from ``store.applied_changelog_offset() + 1`` up to the end of the partition as it was
-    when the restore started: the high watermark, or under ``read_committed`` the last stable
-    offset (records of a transaction still open are not waited for; aborted ones are skipped by the
-    consumer). Each consumed batch is applied with one ``store.write_batch(puts, last_offset)``, so
-    an interrupted restore resumes where it stopped. Tombstones delete. At the end the applied
-    offset is advanced past trailing transaction markers too, so a store that is already current
-    costs one watermark query and no fetch.
+    A ``ChangelogRestorer`` with this one store partition, stepped until done (see
+    ``headwater.state.restorer`` for where a restore starts and stops). Reads from
+    ``store.applied_changelog_offset() + 1`` up to the end of the partition as it was when the
+    restore started: the high watermark, or under ``read_committed`` the last stable offset
+    (records of a transaction still open are not waited for; aborted ones are skipped). A store
+    past the last stable offset but not past the high watermark is consistent and left alone.
 
     Args:
         store: the store to fill; its stored values are written as the changelog has them.
@@ -148,93 +151,30 @@ def restore(
         progress: called as ``progress(applied_so_far, records_to_read_estimate)`` after each batch.
         batch_size: max records per consume call and per write batch.
         stall_timeout_s: give up when no record and no end-of-partition arrive for this long.
+        state_manager: the manager that opened ``store``; with it a store ahead of its changelog
+            (topic recreated or truncated) is dropped, reopened empty and restored from scratch
+            (get the new instance with ``state_manager.open``). Without it that case raises.
 
     Returns:
         The number of changelog records applied (tombstones included, markers excluded).
 
     Raises:
-        StateError: the local store is ahead of the changelog (the topic was recreated or
-            truncated: wipe the store and restore again), the consumer failed, a record has a null
-            key, or the restore stalled.
+        StateError: the store is ahead of the changelog and no ``state_manager`` was given, an
+            offset query or the consumer failed, a record has a null key, or the restore stalled.
     """
-    start = store.applied_changelog_offset() + 1
-    tp = TopicPartition(topic, partition)
-    conf = {
-        **consumer_config,
-        "group.id": f"headwater-restore-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-    }
+    reopen = None
+    if state_manager is not None:
+        mgr, name, ttl_ms = state_manager, store.name, store.ttl_ms
 
-    def fail(reason: str, exc: BaseException | None = None) -> StateError:
-        err = StateError(
-            reason, store=store.name, partition=partition, path=store.path, topic=topic
-        )
-        if exc is not None:
-            err.__cause__ = exc
-        return err
+        def reopen() -> KeyValueStore:
+            mgr.drop(name, partition)
+            return mgr.open(name, partition, ttl_ms)
 
-    consumer = Consumer(conf)
-    try:
-        try:
-            low, end = consumer.get_watermark_offsets(tp, timeout=stall_timeout_s, cached=False)
-        except KafkaException as exc:
-            raise fail(f"cannot read changelog watermarks: {exc}", exc) from exc
-        if start > end:
-            raise fail(
-                f"local store applied changelog offset {start - 1} but the changelog ends at "
-                f"{end}: the topic was recreated or truncated; wipe the local store and restore"
-            )
-        if start >= end:
-            return 0
-        consumer.assign([TopicPartition(topic, partition, max(start, low))])
-        applied = 0
-        total = end - max(start, low)
-        last_progress = time.monotonic()
-        position = start
-        while position < end:
-            # Asking for no more than what is left lets consume() return as soon as the tail has
-            # arrived instead of waiting out its timeout (markers and EOF count as messages too).
-            msgs = consumer.consume(num_messages=min(batch_size, end - position), timeout=0.2)
-            puts: dict[bytes, bytes | None] = {}
-            last = -1
-            eof = False
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        eof = True
-                        continue
-                    raise fail(f"changelog consume failed: {err}")
-                key = msg.key()
-                if key is None:
-                    raise fail(f"changelog record at offset {msg.offset()} has a null key")
-                puts[key] = msg.value()
-                last = msg.offset()
-                applied += 1
-            if last >= 0:
-                store.write_batch(puts, last)
-                position = last + 1
-            if msgs:
-                last_progress = time.monotonic()
-                pos = consumer.position([tp])[0].offset
-                if pos >= 0:
-                    position = max(position, pos)
-                if progress is not None:
-                    progress(applied, total)
-            if eof:
-                break
-            if time.monotonic() - last_progress > stall_timeout_s:
-                raise fail(f"changelog restore stalled at offset {position} (end {end})")
-        # Every offset below the consumer's position is applied or is a transaction marker /
-        # aborted record: record that, so the next restore starts past them.
-        pos = consumer.position([tp])[0].offset
-        final = max(position, pos) - 1
-        if final > store.applied_changelog_offset():
-            store.write_batch({}, final)
-        return applied
-    finally:
-        consumer.close()
+    task = _Task(store, topic, partition, reopen, progress)
+    with ChangelogRestorer(
+        consumer_config, read_committed, state_manager, stall_timeout_s=stall_timeout_s
+    ) as restorer:
+        restorer._add(task)
+        while not restorer.step(batch_size):
+            pass
+    return task.applied

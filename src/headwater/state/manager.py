@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 from headwater.state.errors import StateError
-from headwater.state.store import KeyValueStore, MemoryData, MemoryStore, RocksDBStore
+from headwater.state.rocksdb import RocksDBStore
+from headwater.state.store import KeyValueStore, MemoryData, MemoryStore
 from headwater.state.ttl import Clock
 
 

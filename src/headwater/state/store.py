@@ -13,25 +13,16 @@ whose effect is in the store, written in the same atomic batch as the data it de
 
 from __future__ import annotations
 
-import shutil
-import struct
-import threading
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-
-import rocksdict
 
 from headwater.state.errors import StateError
 from headwater.state.ttl import PREFIX_LEN, Clock, TtlCodec
 
 NO_OFFSET = -1
 """``applied_changelog_offset()`` of a store that has applied nothing."""
-
-META_CF = "headwater-meta"
-"""RocksDB column family holding the store's metadata (the applied changelog offset)."""
-_OFFSET_KEY = b"changelog-offset"
-_OFFSET = struct.Struct(">q")
 
 
 @runtime_checkable
@@ -89,8 +80,22 @@ class KeyValueStore(Protocol):
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every live (key, user value) pair in key order, expired values skipped.
 
-        For tests, queries and debugging: consume or close the iterator before ``close()``.
+        Same as ``range(None, None)``: consume or close the iterator before ``close()``.
         """
+        ...
+
+    def range(self, start: bytes | None, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, user value) pairs with ``start <= key < end`` in key order (bytewise).
+
+        ``None`` leaves that side open; expired values are skipped. The scan seeks to ``start``
+        and reads lazily (nothing is loaded up front). It sees the store as of its first ``next``:
+        writes made while it runs may or may not be seen (RocksDB: never). Consume or close the
+        iterator before ``close()``.
+        """
+        ...
+
+    def prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, user value) pairs whose key starts with ``prefix``, in key order."""
         ...
 
     def expired_keys(self, now_ms: int | None = None) -> list[bytes]:
@@ -127,7 +132,8 @@ class _BaseStore:
     def _raw_write(self, puts: Mapping[bytes, bytes | None], offset: int | None) -> None:
         raise NotImplementedError
 
-    def _raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+    def _raw_range(self, start: bytes | None, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """Stored (key, value) pairs with ``start <= key < end`` in key order."""
         raise NotImplementedError
 
     # public API -----------------------------------------------------------------------------------
@@ -174,13 +180,29 @@ class _BaseStore:
         return self._offset
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return self.range(None, None)
+
+    def range(self, start: bytes | None, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         self._check_open()
+        for bound in (start, end):
+            if bound is not None and type(bound) is not bytes:
+                raise TypeError(f"{self!r}: range bounds must be bytes or None, got {bound!r}")
+        return self._live(start, end)
+
+    def prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if type(prefix) is not bytes:
+            raise TypeError(f"{self!r}: prefix must be bytes, got {prefix!r}")
+        return self.range(prefix or None, prefix_end(prefix))
+
+    def _live(self, start: bytes | None, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        if start is not None and end is not None and start >= end:
+            return
         codec = self.codec
         if codec.ttl_ms is None:
-            yield from self._raw_items()
+            yield from self._raw_range(start, end)
             return
         now = codec.now_ms()
-        for key, stored in self._raw_items():
+        for key, stored in self._raw_range(start, end):
             if not codec.is_expired(stored, now):
                 yield key, stored[PREFIX_LEN:]
 
@@ -190,7 +212,7 @@ class _BaseStore:
         if codec.ttl_ms is None:
             return []
         now = codec.now_ms() if now_ms is None else now_ms
-        return [k for k, stored in self._raw_items() if codec.is_expired(stored, now)]
+        return [k for k, stored in self._raw_range(None, None) if codec.is_expired(stored, now)]
 
     def purge_expired(self, now_ms: int | None = None) -> list[bytes]:
         keys = self.expired_keys(now_ms)
@@ -246,13 +268,20 @@ class MemoryStore(_BaseStore):
                 values.pop(key, None)
             else:
                 values[key] = value
+        self.data.sorted_keys = None
         if offset is not None:
             self.data.offset = offset
 
-    def _raw_items(self) -> Iterator[tuple[bytes, bytes]]:
-        values = self.data.values
-        for key in sorted(values):
-            yield key, values[key]
+    def _raw_range(self, start: bytes | None, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        data = self.data
+        keys = data.sorted_keys
+        if keys is None:
+            keys = data.sorted_keys = sorted(data.values)
+        lo = 0 if start is None else bisect_left(keys, start)
+        hi = len(keys) if end is None else bisect_left(keys, end)
+        values = data.values
+        # A snapshot of the range, like a RocksDB iterator: later writes are not seen.
+        return iter([(k, values[k]) for k in keys[lo:hi]])
 
     def close(self) -> None:
         self._closed = True
@@ -270,147 +299,30 @@ def _not_bytes(store: _BaseStore, puts: Mapping[object, object]) -> TypeError:
 class MemoryData:
     """The contents of one in-memory store: values and the applied changelog offset."""
 
-    __slots__ = ("values", "offset")
+    __slots__ = ("values", "offset", "sorted_keys")
 
     def __init__(self) -> None:
         self.values: dict[bytes, bytes] = {}
         self.offset = NO_OFFSET
+        self.sorted_keys: list[bytes] | None = None  # built on the first scan after a write
 
 
-_block_cache_lock = threading.Lock()
-_block_cache: rocksdict.Cache | None = None
-BLOCK_CACHE_BYTES = 64 << 20
-"""One LRU block cache shared by every RocksDB store of the process."""
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (``None``: no bound).
 
-
-def _shared_block_cache() -> rocksdict.Cache:
-    global _block_cache
-    with _block_cache_lock:
-        if _block_cache is None:
-            _block_cache = rocksdict.Cache(BLOCK_CACHE_BYTES)
-        return _block_cache
-
-
-def rocksdb_options() -> rocksdict.Options:
-    """The RocksDB options of a headwater store (documented in docs/state.md).
-
-    - raw bytes keys/values; a metadata column family, flushed atomically with the data
-      (``atomic_flush``) so the applied offset never runs ahead of the data on disk;
-    - 16 MiB write buffers x 3 (a worker hosts stores x partitions of them), LZ4 blocks,
-      10-bit bloom filters for point lookups, a process-wide 64 MiB block cache;
-    - WAL on, no fsync per write: a killed process loses nothing, a power loss may lose the last
-      writes *together with* their offset, and the changelog restore fills the gap.
+    ``b"ab"`` -> ``b"ac"``; trailing ``0xff`` bytes carry: ``b"a\\xff"`` -> ``b"b"``;
+    ``b""`` and all-``0xff`` prefixes have no upper bound.
     """
-    opts = rocksdict.Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.create_missing_column_families(True)
-    opts.set_atomic_flush(True)
-    opts.set_write_buffer_size(16 << 20)
-    opts.set_max_write_buffer_number(3)
-    opts.set_max_background_jobs(2)
-    opts.set_compression_type(rocksdict.DBCompressionType.lz4())
-    opts.set_keep_log_file_num(2)
-    opts.set_max_log_file_size(1 << 20)
-    table = rocksdict.BlockBasedOptions()
-    table.set_bloom_filter(10, False)
-    table.set_block_cache(_shared_block_cache())
-    opts.set_block_based_table_factory(table)
-    return opts
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-class RocksDBStore(_BaseStore):
-    """A store in its own RocksDB directory (rocksdict), the production implementation.
+def __getattr__(name: str) -> object:
+    # RocksDBStore moved to headwater.state.rocksdb; keep the old import path working.
+    if name in ("RocksDBStore", "rocksdb_options", "META_CF"):
+        from headwater.state import rocksdb
 
-    Args:
-        path: the store's directory (created if missing).
-        name: store name.
-        partition: input partition.
-        ttl_ms: optional time-to-live in ms.
-        clock: source of "now" in seconds (``time.time`` by default).
-
-    Raises:
-        StateError: the directory is locked by another open store (in this or another process:
-            RocksDB's LOCK file; opening fails at once, it never waits) or cannot be opened.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        name: str,
-        partition: int,
-        ttl_ms: int | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(name, partition, ttl_ms, clock)
-        self._path = Path(path)
-        try:
-            self._path.mkdir(parents=True, exist_ok=True)
-            self._db: rocksdict.Rdict | None = rocksdict.Rdict(
-                str(self._path),
-                rocksdb_options(),
-                column_families={META_CF: rocksdict.Options(raw_mode=True)},
-            )
-        except Exception as exc:  # rocksdict raises plain Exception
-            msg = str(exc)
-            if "lock" in msg.lower():
-                reason = f"store directory is locked by another open store: {msg}"
-                raise self._error(reason) from exc
-            raise self._error(f"cannot open RocksDB store: {msg}") from exc
-        self._meta_cf = self._db.get_column_family_handle(META_CF)
-        meta = self._db.get_column_family(META_CF)
-        try:
-            raw = meta.get(_OFFSET_KEY)
-        finally:
-            del meta  # a live column-family Rdict would keep the DB (and its lock) open
-        self._offset = _OFFSET.unpack(raw)[0] if raw is not None else NO_OFFSET
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def _raw_get(self, keys: list[bytes]) -> list[bytes | None]:
-        assert self._db is not None
-        return self._db.get(keys)
-
-    def _raw_write(self, puts: Mapping[bytes, bytes | None], offset: int | None) -> None:
-        assert self._db is not None
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        try:
-            for key, value in puts.items():
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-        except (KeyError, ValueError) as exc:
-            raise _not_bytes(self, puts) from exc
-        if offset is not None:
-            batch.put(_OFFSET_KEY, _OFFSET.pack(offset), self._meta_cf)
-        try:
-            self._db.write(batch)
-        except Exception as exc:
-            raise self._error(f"RocksDB write of {len(puts)} keys failed: {exc}") from exc
-
-    def _raw_items(self) -> Iterator[tuple[bytes, bytes]]:
-        assert self._db is not None
-        it = self._db.items()
-        try:
-            yield from it
-        finally:
-            del it
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        db, self._db = self._db, None
-        self._meta_cf = None
-        if db is not None:
-            try:
-                db.close()
-            except Exception as exc:
-                raise self._error(f"closing RocksDB failed: {exc}") from exc
-
-    def destroy(self) -> None:
-        """Close the store and delete its directory (the changelog can rebuild it)."""
-        self.close()
-        shutil.rmtree(self._path, ignore_errors=True)
+        return getattr(rocksdb, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,15 @@
 
 A batch is grouped by (input partition, key) in Polars; each group's partial aggregate is merged
 with the key's stored aggregate in NumPy. Stored values are fixed-width rows of the aggregate
-columns (int64 counts, float64 sums/minima/maxima), so a batch of stored values decodes with one
-``np.frombuffer`` instead of one parse per key.
+columns (int64 counts, float64 sums/minima/maxima) behind a versioned header (format
+``aggregate rows v1`` + a fingerprint of the aggregate definition, see ``headwater.state.codec``),
+so a batch of stored values decodes with one ``np.frombuffer`` instead of one parse per key, and a
+store written by another aggregate definition fails clearly instead of being misread.
+
+Nulls: ``count`` counts records (null values included); ``sum`` ignores nulls (a key whose values
+were all null sums to 0); ``min``/``max`` ignore nulls and NaN, and are null until the key saw a
+non-null value (an all-null batch leaves the stored value unchanged). A NaN in a ``sum`` makes it
+NaN (IEEE).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from headwater.errors import HeadwaterError
+from headwater.state.codec import AGG_ROWS_V1_ID, RowCodec
 from headwater.streams.context import ProcessingContext
 from headwater.streams.operators import Operator
 from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
@@ -40,6 +48,7 @@ class Agg:
         return pl.Int64() if self.kind == "count" else pl.Float64()
 
     def partial(self, alias: str) -> pl.Expr:
+        """The per-batch, per-key partial (Polars skips nulls: all-null sum 0, min/max null)."""
         if self.kind == "count":
             return pl.len().cast(pl.Int64).alias(alias)
         assert self.expr is not None
@@ -47,12 +56,14 @@ class Agg:
         return getattr(value, self.kind)().alias(alias)
 
     def merge(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """Stored value merged with a batch partial; for min/max NaN (no value) is ignored."""
         if self.kind in ("count", "sum"):
             return old + new
-        return np.minimum(old, new) if self.kind == "min" else np.maximum(old, new)
+        return np.fmin(old, new) if self.kind == "min" else np.fmax(old, new)
 
     def identity(self) -> float | int:
-        return {"count": 0, "sum": 0.0, "min": np.inf, "max": -np.inf}[self.kind]
+        """The value of a key that has seen nothing: 0, or NaN (= null) for min/max."""
+        return {"count": 0, "sum": 0.0, "min": np.nan, "max": np.nan}[self.kind]
 
 
 def count() -> Agg:
@@ -87,10 +98,14 @@ class Aggregate(Operator):
     aggs: Mapping[str, Agg]
     name: str = "aggregate"
     stateful: bool = True
-    _row_type: np.dtype = field(init=False, repr=False)
+    _codec: RowCodec = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._row_type = np.dtype([(n, a.numpy_type) for n, a in self.aggs.items()])
+        self._codec = RowCodec(
+            AGG_ROWS_V1_ID,
+            [(n, a.numpy_type) for n, a in self.aggs.items()],
+            ",".join(f"{n}:{a.kind}" for n, a in self.aggs.items()),
+        )
 
     def store_names(self) -> list[str]:
         return [self.store]
@@ -121,21 +136,28 @@ class Aggregate(Operator):
     ) -> pl.DataFrame:
         cache = ctx.state(self.store, partition)
         keys = [k.encode() for k in group.get_column(KEY).to_list()]
-        stored = cache.get_many(keys)
-        old = np.zeros(len(keys), dtype=self._row_type)
-        for name, agg in self.aggs.items():
-            old[name] = agg.identity()
-        present = np.fromiter((v is not None for v in stored), dtype=bool, count=len(keys))
-        if present.any():
-            old[present] = np.frombuffer(
-                b"".join(v for v in stored if v is not None), dtype=self._row_type
-            )
-        merged = np.empty(len(keys), dtype=self._row_type)
+        old = self._decode(cache.get_many(keys), partition, keys)
+        merged = self._codec.empty(len(keys))
         for name, agg in self.aggs.items():
             merged[name] = agg.merge(old[name], group.get_column(name).to_numpy())
-        raw = merged.tobytes()
-        width = self._row_type.itemsize
-        cache.put_many(keys, [raw[i * width : (i + 1) * width] for i in range(len(keys))])
+        cache.put_many(keys, self._codec.encode_rows(merged))
         return group.with_columns(
-            pl.Series(name, merged[name], dtype=agg.polars_type) for name, agg in self.aggs.items()
+            pl.Series(name, merged[name], dtype=agg.polars_type, nan_to_null=agg.kind in ("min", "max"))
+            for name, agg in self.aggs.items()
         ).select(KEY, TOPIC, PARTITION, OFFSET, TIMESTAMP, *self.aggs)
+
+    def _decode(
+        self, stored: list[bytes | None], partition: int, keys: list[bytes] | None = None
+    ) -> np.ndarray:
+        """Stored rows of the keys, identities where a key has no stored value."""
+        rows, present = self._codec.decode_rows(
+            stored, store=self.store, partition=partition, keys=keys
+        )
+        if present is None:
+            return rows
+        old = self._codec.empty(len(stored))
+        for name, agg in self.aggs.items():
+            old[name] = agg.identity()
+        if len(rows):
+            old[present] = rows
+        return old

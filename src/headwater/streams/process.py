@@ -1,4 +1,8 @@
-"""Keyed ``process``: per-key Python logic with JSON state (the stateful slow path)."""
+"""Keyed ``process``: per-key Python logic with JSON state (the stateful slow path).
+
+Stored state is ``0x01`` (format ``json v1``, see ``headwater.state.codec``) + the orjson document;
+``None`` deletes the key.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from headwater.state.codec import JSON_V1
 from headwater.streams.context import ProcessingContext
 from headwater.streams.operators import Operator
 from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC, user_columns
@@ -41,11 +46,13 @@ class Process(Operator):
         for (partition, key), group in by_partition.items():
             cache = ctx.state(self.store, int(partition))
             raw = cache.get_many([key.encode()])[0]
-            state = None if raw is None else orjson.loads(raw)
+            state = None if raw is None else orjson.loads(
+                JSON_V1.decode(raw, store=self.store, partition=int(partition), key=key.encode())
+            )
             new_state, rows = self.fn(key, group.select(cols).to_dicts(), state)
             keys, values = updates.setdefault(int(partition), ([], []))
             keys.append(key.encode())
-            values.append(None if new_state is None else orjson.dumps(new_state))
+            values.append(None if new_state is None else JSON_V1.encode(orjson.dumps(new_state)))
             last = group.row(-1, named=True)
             meta = {k: last[k] for k in (TOPIC, PARTITION, OFFSET, TIMESTAMP)}
             emitted.extend({**row, **meta, KEY: key} for row in rows)
