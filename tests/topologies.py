@@ -62,3 +62,14 @@ def orders_per_user() -> Topology:
         os.environ["HW_TEST_OUTPUT"], value_format="avro", schema=ORDER_STATS_SCHEMA
     )
     return topology
+
+
+def avro_count_per_key() -> Topology:
+    """count_per_key over an Avro source (values with `id` and `amount`)."""
+    topology = Topology("avro-count-per-key")
+    events = topology.source(os.environ["HW_TEST_INPUT"], value_format="avro")
+    events.aggregate("counts", n=agg.count(), total=agg.sum("amount")).select(
+        "n", "total", key=pl.col("_key")
+    ).to_topic(os.environ["HW_TEST_OUTPUT"])
+    events.select("id").to_topic(os.environ["HW_TEST_ECHO"])
+    return topology

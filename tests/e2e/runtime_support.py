@@ -166,5 +166,5 @@ class Job:
         """The process environment for other `headwater` commands against this job's stack."""
         return {**os.environ, **self.env}
 
-    def log_tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.exists() else ""
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text()[-chars:] if self.log.exists() else ""

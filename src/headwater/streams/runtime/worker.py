@@ -38,8 +38,9 @@ from headwater.connectors.dlq import DeadLetter, DeadLetterWriter, dlq_topic, en
 from headwater.connectors.produce import produce as produce_retrying
 from headwater.errors import HeadwaterError
 from headwater.failpoints import failpoint
-from headwater.state.changelog import changelog_topic, ensure_changelog_topics, restore
+from headwater.state.changelog import changelog_topic, ensure_changelog_topics
 from headwater.state.manager import StateManager
+from headwater.state.restorer import ChangelogRestorer
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder
 from headwater.streams.records import RecordBatch
@@ -52,6 +53,7 @@ log = logging.getLogger("headwater.worker")
 
 TTL_PURGE_INTERVAL_S = 60.0
 PROGRESS_INTERVAL_S = 10.0
+RESTORE_STEP_RECORDS = 20_000
 
 
 class WorkerFailed(HeadwaterError):
@@ -164,6 +166,7 @@ class Worker:
         self._reported_at = time.monotonic()
         self._reported_records = 0
         self._restoring: list[TopicPartition] = []
+        self._restore_added: set[int] = set()
         self._rewind: list[TopicPartition] = []
         self._avro = None
         self._decoders: dict[str, BatchDecoder] = {}
@@ -173,6 +176,7 @@ class Worker:
         self.producer = Producer(self._producer_config(kafka))
         self.dead_letters = DeadLetterWriter(self.producer, dlq_topic(settings.application_id))
         self.context = _KafkaContext(self)
+        self.restorer = ChangelogRestorer(kafka, True, self.stores)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -368,22 +372,26 @@ class Worker:
             self._fail(exc)
 
     def _restore_step(self) -> None:
-        """Restore the stores of one paused partition, then let it consume again."""
+        """Restore paused partitions' stores a bounded step at a time; resume finished ones."""
         if self._rewind:
             for tp in self._rewind:
                 self.consumer.seek(tp)
             self._rewind = []
         if not self._restoring:
             return
-        tp = self._restoring.pop(0)
-        config = self.settings.kafka_client_config()
-        for store in self.topology.stores:
-            target = self.stores.open(store.name, tp.partition, ttl_ms=store.ttl_ms)
-            applied = restore(target, config, self.changelogs[store.name], tp.partition,
-                              read_committed=True)
-            if applied:
-                log.info("restored %d record(s) of %s[%d]", applied, store.name, tp.partition)
-        self.consumer.resume([tp])
+        for tp in [tp for tp in self._restoring if tp.partition not in self._restore_added]:
+            for store in self.topology.stores:
+                self.restorer.add(store.name, tp.partition, self.changelogs[store.name],
+                                  ttl_ms=store.ttl_ms)
+            self._restore_added.add(tp.partition)
+        self.restorer.step(RESTORE_STEP_RECORDS)
+        pending = self.restorer.pending()
+        done = [tp for tp in self._restoring if tp.partition not in pending]
+        if done:
+            self._restoring = [tp for tp in self._restoring if tp.partition in pending]
+            self._restore_added -= {tp.partition for tp in done}
+            self.consumer.resume(done)
+            log.info("restored the stores of %s", _names(done))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s", _names(partitions))
@@ -435,6 +443,8 @@ class Worker:
         self._restoring = [tp for tp in self._restoring if tp.partition not in gone]
         if close:
             for partition in gone:
+                self.restorer.remove_partition(partition)
+                self._restore_added.discard(partition)
                 self.stores.close_partition(partition)
 
     # --- setup ------------------------------------------------------------------------------
@@ -534,6 +544,7 @@ class Worker:
                 self.producer.purge()
             for sink in self.topology.sinks:
                 sink.close()
+            self.restorer.close()
             self.stores.close_all()
 
 
