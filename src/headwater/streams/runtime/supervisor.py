@@ -210,12 +210,17 @@ def _schedule_restart(slot: _Slot, settings: Settings) -> bool:
                   "positions each time); giving up (max_restarts=%d). Last cause: %s",
                   worker, slot.consecutive, settings.max_restarts, cause)
         return False
-    backoff = min(settings.restart_backoff_ms / 1000 * 2 ** (slot.consecutive - 1), MAX_BACKOFF_S)
+    backoff = backoff_s(slot.consecutive, settings)
     slot.restarts += 1
     log.warning("%s failed (%s); restart #%d in %.1fs (%d/%d in a row)", worker, cause,
                 slot.restarts, backoff, slot.consecutive, settings.max_restarts)
     slot.restart_at = time.monotonic() + backoff
     return True
+
+
+def backoff_s(consecutive: int, settings: Settings) -> float:
+    """Delay before the restart after the ``consecutive``-th failure in a row."""
+    return min(settings.restart_backoff_ms / 1000 * 2 ** (consecutive - 1), MAX_BACKOFF_S)
 
 
 def _stop_all(slots: list[_Slot]) -> int:
