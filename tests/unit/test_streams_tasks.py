@@ -8,7 +8,8 @@ import pytest
 from headwater.streams import InProcessTestDriver, Topology, TopologyError, agg
 from headwater.streams.batch import TaskError
 from headwater.streams.partitioner import partition_for
-from headwater.streams.task import TaskId
+from headwater.streams.sink import FlushSink, TaskCommit
+from headwater.streams.task import Committed, TaskId
 
 
 def two_chains() -> Topology:
@@ -141,3 +142,27 @@ def test_pipe_rejects_partitions_the_topic_does_not_have() -> None:
         driver.pipe("orders", [{"user": "a"}], partition=2)
     with pytest.raises(ValueError, match="repartition topic"):
         driver.pipe("per-user-repartition", [{"user": "a"}])
+
+
+def test_assignment_restores_a_joined_task_from_the_partitions_that_were_committed() -> None:
+    recovered: list[tuple[TaskId, TaskCommit]] = []
+
+    class Recording(FlushSink):
+        def append(self, frame: pl.DataFrame) -> None: ...
+        def flush(self) -> None: ...
+
+        def recover(self, task: TaskId, committed: TaskCommit) -> None:
+            recovered.append((task, committed))
+
+    topology = Topology("joined")
+    topology.source("left", value_format="json").sink(Recording())
+    topology.source("right", value_format="json").aggregate("r", n=agg.count())
+    topology._copartition("left", "right")
+    driver = InProcessTestDriver(topology)  # no partition counts: nothing assigned up front
+    assigned = driver.assign_tasks(
+        [("right", 1)], {("left", 1): Committed(5, '{"st": 9, "cs": 4}')})
+    assert assigned == {TaskId(0, 1)}
+    assert recovered == [(TaskId(0, 1), TaskCommit(4, {("left", 1): 5}))]
+    assert driver.stream_time(TaskId(0, 1)) == 9
+    assert driver.offset_metadata(TaskId(0, 1)) == '{"cs":4,"st":9}'
+    assert driver.assign_tasks([("left", 1)], {}) == set()  # already assigned: left alone

@@ -282,13 +282,12 @@ class BatchContext(ABC):
             for tp in self.partitions_of(task):
                 c = committed.get(tp)
                 if c is None or c.offset < 0:
-                    seqs.append(None)
                     continue
                 offsets[tp] = state.end[tp] = c.offset
                 self.restore_time(task, c.metadata)
                 seqs.append(decode_metadata(c.metadata)[1])
-            known = [s for s in seqs if s is not None]
-            seq = min(known) if known and len(known) == len(seqs) else None
+            known = [s for s in seqs if s is not None]  # partitions never committed have none
+            seq = min(known) if known else None
             state.seq = seq or 0
             commits[task] = TaskCommit(seq, offsets)
         for sink, tasks in self._sink_tasks(new):
