@@ -13,10 +13,11 @@ from typing import Protocol
 import polars as pl
 
 from headwater.state.cache import WriteBackCache
+from headwater.streams.task import TaskId
 
 
 class ProcessingContext(Protocol):
-    """What the engine offers an operator during one batch."""
+    """What the engine offers an operator during one batch (or one timer call)."""
 
     def produce(
         self,
@@ -41,3 +42,12 @@ class ProcessingContext(Protocol):
 
     def now_ms(self) -> int:
         """Processing time (controllable in the test driver)."""
+
+    def task(self, partition: int) -> TaskId:
+        """The task of the rows being processed that come from input ``partition``."""
+
+    def stream_time(self, task: TaskId) -> int | None:
+        """The task's stream time; during a batch, as it was before the batch."""
+
+    def source_topic_of(self, task: TaskId) -> str:
+        """The (first) source topic of the task's sub-topology: what timer rows put in ``_topic``."""

@@ -1,25 +1,40 @@
 """``InProcessTestDriver``: run a topology without a broker, deterministically, in-process.
 
-The driver feeds records straight into the same batch processing the Kafka runtime uses (same
-decoders, operators, state caches and DLQ records); only the edges differ: outputs and dead
-letters are collected in lists, stores are in memory, Avro uses an in-memory schema registry,
-and time is whatever the test sets. Every ``pipe`` call is one micro-batch, followed by a
-checkpoint unless ``auto_checkpoint=False``.
+The driver feeds records into the same batch processing the Kafka runtime uses (same decoders,
+operators, state caches, tasks, timers, sinks and DLQ records); only the edges differ: topics
+are in-memory logs per partition, outputs and dead letters are lists, stores are in memory, Avro
+uses an in-memory schema registry, and time is whatever the test sets.
+
+Like production:
+
+- records piped to partition ``p`` go to the task of ``p``; repartition topics have a partition
+  count (``partitions``; default: the largest declared source count, else 1) and records are
+  routed to them by the Java clients' murmur2 partitioner on the key;
+- every ``pipe`` call is one micro-batch of its topic, then each repartition topic's new
+  records are one batch, until nothing is left, then a checkpoint (unless
+  ``auto_checkpoint=False``);
+- a checkpoint runs the production order: wall-clock punctuation, sinks ``pre_commit``, the
+  "Kafka commit" (offsets and their metadata into :attr:`committed`), sinks ``commit``, caches
+  flushed into the stores;
+- ``revoke``/``lose``/``assign`` move tasks; ``crash`` kills the "process" at a checkpoint step
+  and restarts it: uncommitted outputs, dead letters and repartition records vanish (an
+  aborted transaction), positions go back to the committed offsets, the tasks are assigned
+  again (sinks ``recover``) and the records after the committed offsets are processed again.
 
 Example::
 
-    driver = InProcessTestDriver(topology)
-    driver.pipe("orders", [{"userId": "u1", "total": 10.0}], keys=["u1"])
+    driver = InProcessTestDriver(topology, partitions=4)
+    driver.pipe("orders", [{"userId": "u1", "total": 10.0}], keys=["u1"], partition=2)
     assert driver.read_json("orders-per-user") == [{"count": 1, ...}]
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fastavro
 import orjson
@@ -29,9 +44,13 @@ from headwater.connectors.dlq import DeadLetter
 from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder, Rejected, with_metadata
+from headwater.streams.partitioner import partition_for
 from headwater.streams.records import RawRecord, RecordBatch
 from headwater.streams.repartition import REPARTITION_SUFFIX
-from headwater.streams.topology import SourceSpec, Topology
+from headwater.streams.task import Committed, TaskId
+from headwater.streams.topology import SourceSpec, Topology, TopologyError
+
+TopicPartition = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -89,12 +108,24 @@ class InProcessTestDriver(BatchContext):
 
     Args:
         topology: the topology under test.
-        start_time_ms: the initial processing time.
-        auto_checkpoint: checkpoint after each ``pipe`` (flush caches into the stores).
+        start_time_ms: the initial processing (wall-clock) time.
+        auto_checkpoint: checkpoint after each ``pipe``, ``advance_time`` and ``assign``.
+        partitions: partition counts: one for every topic, or per logical topic name
+            (repartition topics as ``<store>-repartition``). A source without a count accepts
+            any partition; when every external source has one, all tasks are assigned at once
+            (so wall-clock timers fire for partitions without records too).
+
+    Raises:
+        TopologyError: declared counts break the topology's co-partitioning requirement.
     """
 
     def __init__(
-        self, topology: Topology, start_time_ms: int = 0, auto_checkpoint: bool = True
+        self,
+        topology: Topology,
+        start_time_ms: int = 0,
+        auto_checkpoint: bool = True,
+        *,
+        partitions: int | Mapping[str, int] | None = None,
     ) -> None:
         self._clock = _ManualClock(start_time_ms)
         super().__init__(topology, StateManager(Path("."), topology.name, in_memory=True),
@@ -102,12 +133,21 @@ class InProcessTestDriver(BatchContext):
         self.auto_checkpoint = auto_checkpoint
         self.outputs: list[OutputRecord] = []
         self.dead_letters: list[DeadLetter] = []
-        self._next_offset: dict[tuple[str, int], int] = {}
+        self.committed: dict[TopicPartition, Committed] = {}
+        """Committed offsets (next to read) and their metadata, per (logical topic, partition)."""
+        self._logs: dict[TopicPartition, list[RawRecord]] = {}
+        self._read: dict[TopicPartition, int] = {}
+        self._revoked: set[TaskId] = set()
+        self._marks: tuple[int, int, dict[TopicPartition, int]] = (0, 0, {})
         self._schema_ids: dict[tuple[str, str], int] = {}
-        self._pending: list[tuple[bytes | None, bytes | None, int, str]] = []
         self._decoders: dict[str, BatchDecoder] = {
             topic: _decoder(spec, self) for topic, spec in topology.sources.items()
         }
+        self._counts = self._partition_counts(partitions)
+        external = [t for t, s in topology.sources.items() if not s.internal]
+        if all(t in self._counts for t in external):
+            everything = [(t, p) for t in topology.sources for p in range(self._counts[t])]
+            self.assign_tasks(everything, self.committed)
 
     # --- feeding ----------------------------------------------------------------------------
 
@@ -120,46 +160,111 @@ class InProcessTestDriver(BatchContext):
         partition: int = 0,
         timestamps_ms: Sequence[int] | None = None,
     ) -> None:
-        """Feed one micro-batch to a source topic.
+        """Append records to partition ``partition`` of a source topic and process them.
 
         ``values`` are dicts (encoded as JSON for JSON sources, and taken as decoded rows for Avro
-        sources) or raw bytes (e.g. garbage, to exercise the DLQ).
+        sources) or raw bytes (e.g. garbage, to exercise the DLQ). ``timestamps_ms`` are the
+        record timestamps (the event time); default: the current processing time. Records of
+        a revoked or lost partition wait in the topic until it is assigned again.
         """
         spec = self._source(topic)
-        records = []
+        if spec.internal:
+            raise ValueError(f"{topic!r} is a repartition topic; pipe to its upstream source")
+        count = self._counts.get(topic)
+        if partition < 0 or (count is not None and partition >= count):
+            raise ValueError(f"{topic!r} has no partition {partition} (partitions: {count})")
         for i, value in enumerate(values):
             key = None if keys is None else keys[i]
-            records.append(self._record(
-                topic,
-                partition,
-                key.encode() if isinstance(key, str) else key,
-                orjson.dumps(value) if isinstance(value, dict) else value,
-                timestamps_ms[i] if timestamps_ms else self.now_ms(),
-            ))
-        self.process(spec, self._decoders[topic], RecordBatch.from_records(topic, records))
-        while self._pending:
-            batch, self._pending = self._pending, []
-            internal = batch[0][3]
-            self.process(self._source(internal), self._decoders[internal], RecordBatch.from_records(
-                internal, [self._record(internal, 0, key, value, ts) for key, value, ts, _ in batch]
-            ))
+            self._append(topic, partition, key.encode() if isinstance(key, str) else key,
+                         orjson.dumps(value) if isinstance(value, dict) else value,
+                         timestamps_ms[i] if timestamps_ms else self.now_ms())
+        self._run()
         if self.auto_checkpoint:
             self.checkpoint()
 
-    def _record(
-        self, topic: str, partition: int, key: bytes | None, value: bytes | None, ts: int
-    ) -> RawRecord:
-        offset = self._next_offset.get((topic, partition), 0)
-        self._next_offset[(topic, partition)] = offset + 1
-        return RawRecord(topic, partition, offset, ts, key, value)
-
     def advance_time(self, ms: int) -> None:
-        """Move processing time forward."""
+        """Move wall-clock time forward and punctuate (wall-clock timers fire, their rows are
+        processed), then checkpoint if ``auto_checkpoint``."""
         self._clock.ms += ms
+        self.punctuate(self.now_ms())
+        self._run()
+        if self.auto_checkpoint:
+            self.checkpoint()
+
+    # --- checkpoints, rebalances and crashes ------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Flush every write-back cache into its store (what a real checkpoint ends with)."""
-        for cache in self.caches.values():
+        """A checkpoint in production order: punctuate, sinks pre-commit, "Kafka commit" (into
+        :attr:`committed`), sinks commit, caches flushed into the stores."""
+        self._checkpoint(until="done")
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> set[TaskId]:
+        """Revoke the tasks of ``partitions`` (eager protocol: checkpoint, then release)."""
+        tasks = self.tasks_for(partitions) & set(self.tasks)
+        self.checkpoint()
+        self.release_tasks(tasks, discard=False)
+        self._revoked |= tasks
+        return tasks
+
+    def lose(self, partitions: Iterable[TopicPartition]) -> set[TaskId]:
+        """Lose the tasks of ``partitions`` without a checkpoint: their uncommitted state and
+        sink buffers are discarded and their partitions rewind to the committed offsets (what
+        they already produced stays in :attr:`outputs`)."""
+        tasks = self.tasks_for(partitions) & set(self.tasks)
+        self.release_tasks(tasks, discard=True)
+        self._revoked |= tasks
+        for task in tasks:
+            for tp in self.partitions_of(task):
+                self._read[tp] = self._committed_offset(tp)
+        return tasks
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> set[TaskId]:
+        """Assign the tasks of ``partitions`` (state restored, stream time and sinks recovered
+        from :attr:`committed`), then process what waits in their partitions."""
+        tasks = self.tasks_for(partitions)
+        self._revoked -= tasks
+        self.assign_tasks([tp for t in sorted(tasks) for tp in self.partitions_of(t)],
+                          self.committed)
+        self._run()
+        if self.auto_checkpoint:
+            self.checkpoint()
+        return tasks
+
+    def crash(self, after: Literal["processing", "pre_commit", "commit"] = "processing") -> None:
+        """Kill the process during a checkpoint and restart it with the same tasks.
+
+        ``after``: the last step that completed: ``"processing"`` (no checkpoint began),
+        ``"pre_commit"`` (sinks staged, no Kafka commit) or ``"commit"`` (Kafka commit done,
+        sinks not yet told). Then everything uncommitted is gone and the tasks are recovered.
+        """
+        if after != "processing":
+            self._checkpoint(until=after)
+        outputs, letters, internal = self._marks
+        del self.outputs[outputs:], self.dead_letters[letters:]
+        for tp, log in self._logs.items():
+            if tp in internal or self.topology.sources[tp[0]].internal:
+                del log[internal.get(tp, 0):]
+        tasks = set(self.tasks)
+        self.release_tasks(tasks, discard=True)
+        self._read = {tp: self._committed_offset(tp) for tp in self._logs}
+        self._wall_ms, self._checkpoint_id = None, 0
+        self.assign_tasks([tp for t in sorted(tasks) for tp in self.partitions_of(t)],
+                          self.committed)
+        self._run()
+
+    def _checkpoint(self, until: Literal["pre_commit", "commit", "done"]) -> None:
+        self.punctuate(self.now_ms())
+        self._run()
+        prepared = self.pre_commit()
+        if until == "pre_commit":
+            return
+        self.committed.update(prepared.offsets)
+        internal = {tp: len(log) for tp, log in self._logs.items()
+                    if self.topology.sources[tp[0]].internal}
+        self._marks = (len(self.outputs), len(self.dead_letters), internal)
+        if until == "done":
+            self.commit(prepared)
+        for cache in self.caches.values():  # (after a crash: what restore brings back)
             cache.flush(None)
 
     # --- inspecting -------------------------------------------------------------------------
@@ -176,6 +281,10 @@ class InProcessTestDriver(BatchContext):
         """Values produced to an Avro topic, decoded with the schema they were written with."""
         return [self._decode_avro(r.value or b"") for r in self.read(topic)]
 
+    def records(self, topic: str, partition: int) -> list[RawRecord]:
+        """The records in a partition of a source or repartition topic (logical name)."""
+        return list(self._logs.get((topic, partition), []))
+
     def _decode_avro(self, value: bytes) -> dict[str, Any]:
         schemas = {sid: schema for (_, schema), sid in self._schema_ids.items()}
         assert value[0] == 0
@@ -184,7 +293,7 @@ class InProcessTestDriver(BatchContext):
 
     def store(self, store_name: str, partition: int = 0) -> dict[bytes, bytes]:
         """A store's checkpointed contents."""
-        return dict(self.stores.open(store_name, partition).items())
+        return dict(self.stores.open(store_name, partition, ttl_ms=self._ttl.get(store_name)).items())
 
     # --- BatchContext edges -----------------------------------------------------------------
 
@@ -195,9 +304,11 @@ class InProcessTestDriver(BatchContext):
         values: Sequence[bytes | None],
         timestamps_ms: Sequence[int] | None = None,
     ) -> None:
-        if topic in self.topology.sources:  # an internal (repartition) topic: loop it back
+        if topic in self.topology.sources:  # an internal (repartition) topic: route by key
             times = timestamps_ms or [self.now_ms()] * len(keys)
-            self._pending.extend(zip(keys, values, times, [topic] * len(keys), strict=True))
+            count = self._counts[topic]
+            for key, value, ts in zip(keys, values, times, strict=True):
+                self._append(topic, partition_for(key, count), key, value, ts)
             return
         self.outputs.extend(OutputRecord(topic, k, v) for k, v in zip(keys, values, strict=True))
 
@@ -217,6 +328,58 @@ class InProcessTestDriver(BatchContext):
             fastavro.schemaless_writer(buf, parsed, row)
             out.append(buf.getvalue())
         return out
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Consume: per topic in declaration order, the unread records of its assigned
+        partitions as one batch; again until no assigned partition has unread records."""
+        progress = True
+        while progress:
+            progress = False
+            for topic, spec in self.topology.sources.items():
+                sub = self.topology.subtopology_of(topic)
+                records: list[RawRecord] = []
+                for tp in sorted(tp for tp in self._logs if tp[0] == topic):
+                    log, position = self._logs[tp], self._read.get(tp, 0)
+                    task = TaskId(sub, tp[1])
+                    if position >= len(log) or task in self._revoked:
+                        continue
+                    if task not in self.tasks:
+                        self.assign_tasks(self.partitions_of(task), self.committed)
+                    records += log[position:]
+                    self._read[tp] = len(log)
+                if records:
+                    self.process(spec, self._decoders[topic], RecordBatch.from_records(topic, records))
+                    progress = True
+
+    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                ts: int) -> None:
+        log = self._logs.setdefault((topic, partition), [])
+        log.append(RawRecord(topic, partition, len(log), ts, key, value))
+
+    def _committed_offset(self, tp: TopicPartition) -> int:
+        committed = self.committed.get(tp)
+        return 0 if committed is None else committed.offset
+
+    def _partition_counts(self, partitions: int | Mapping[str, int] | None) -> dict[str, int]:
+        sources = self.topology.sources
+        if isinstance(partitions, int):
+            counts = {t: partitions for t in sources}
+        else:
+            counts = {t: n for t, n in (partitions or {}).items() if t in sources}
+            unknown = set(partitions or {}) - set(sources)
+            if unknown:
+                raise TopologyError(f"partition counts for topics that are not sources: {unknown}")
+        default = max((n for t, n in counts.items() if not sources[t].internal), default=1)
+        for topic, spec in sources.items():
+            if spec.internal:
+                counts.setdefault(topic, default)
+        for group in self.topology.copartition_groups():
+            declared = {counts[t] for t in group if t in counts}
+            if len(declared) > 1:
+                raise TopologyError(f"co-partitioned topics {sorted(group)} differ in partitions")
+        return counts
 
     def _source(self, topic: str) -> SourceSpec:
         try:

@@ -13,6 +13,10 @@ Example::
 Every operator takes and returns a Polars frame per micro-batch; ``map_rows``/``filter_rows`` are
 the per-row Python escape hatch (slow path). Each operator may override the topology's error
 policy (``on_error="dlq" | "fail" | "skip"``).
+
+When built, a topology also knows its sub-topologies (see :mod:`headwater.streams.task`): their
+source topics, stores, sinks and timer operators, which is what tasks, rebalances and the
+co-partitioning check at start-up are derived from.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from headwater.streams.aggregate import Agg, Aggregate
 from headwater.streams.execution import ErrorPolicy, Node
 from headwater.streams.process import Process, ProcessFn
 from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
-from headwater.streams.sink import Sink, SinkOperator
+from headwater.streams.records import TIMESTAMP
+from headwater.streams.sink import PlainSink, Sink, SinkOperator, as_sink
+from headwater.streams.time import TimerKind, TimerOperator
 
 ValueFormat = Literal["avro", "json", "raw"]
 
@@ -61,6 +67,29 @@ class StoreSpec:
     ttl_ms: int | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class SubTopology:
+    """Sources processed together and everything below them up to repartition boundaries.
+
+    Attributes:
+        id: its number, in the order its first source was declared.
+        source_topics: logical source topic names (internal ones included), declaration order.
+        stores: the stores of its stateful operators.
+        sinks: the sinks its rows reach (each once).
+        timers: the nodes of its timer operators, in depth-first order.
+    """
+
+    id: int
+    source_topics: tuple[str, ...]
+    stores: tuple[StoreSpec, ...]
+    sinks: tuple[Sink, ...]
+    timers: tuple[Node, ...]
+
+    def timers_firing_on(self, kind: TimerKind) -> list[Node]:
+        """The timer nodes that ``kind`` fires."""
+        return [n for n in self.timers if n.operator.fires_on & kind]  # type: ignore[attr-defined]
+
+
 class Stream:
     """A stream of micro-batch frames; every method adds an operator and returns its output."""
 
@@ -72,7 +101,12 @@ class Stream:
     def _then(
         self, operator: ops.Operator, on_error: ErrorPolicy | None, *, key_by: bool = False
     ) -> Stream:
+        if isinstance(operator, TimerOperator) and not operator.fires_on:
+            raise TopologyError(
+                f"timer operator {operator.name!r} declares no fires_on (STREAM_TIME/WALL_CLOCK)"
+            )
         operator.name = self._topology._label(operator.name)
+        self._topology._plan = None
         node = Node(operator, on_error)
         assert self._node is not None
         self._node.children.append(node)
@@ -168,10 +202,37 @@ class Stream:
         self._then(ops.ToTopic(topic, value_format, schema, subject, name), None)
         self._topology._outputs.append(topic)
 
-    def sink(self, sink: Sink, *, name: str = "sink") -> None:
-        """Hand every batch to ``sink``; it is flushed at each checkpoint before the commit."""
+    def sink(self, sink: Sink | PlainSink, *, name: str = "sink") -> None:
+        """Hand every batch to ``sink``, per task; it commits in two phases with each checkpoint
+        (see :mod:`headwater.streams.sink`). A plain sink (``write(frame)``, ``flush()``,
+        ``close()``) is flushed at each checkpoint before the Kafka commit."""
+        given = sink
+        sink = next((s for s in self._topology._plain if s[0] is given), (given, as_sink(given)))[1]
+        if sink is None:
+            raise TopologyError(
+                f"{type(given).__name__} is not a Sink (implement the two-phase protocol of "
+                "headwater.streams.sink, or write/flush/close)"
+            )
+        if sink is not given:
+            self._topology._plain.append((given, sink))
         self._then(SinkOperator(sink, name), None)
-        self._topology._sinks.append(sink)
+        if not any(s is sink for s in self._topology._sinks):
+            self._topology._sinks.append(sink)
+
+    def apply(self, operator: ops.Operator, *, co_partitioned: bool = False,
+              on_error: ErrorPolicy | None = None) -> Stream:
+        """Append a custom operator (the extension point for engine features and tests).
+
+        Its stores (``operator.store_names()``) are declared like ``aggregate``'s, so after
+        ``key_by`` the stream goes through a repartition topic first unless ``co_partitioned``.
+        A :class:`~headwater.streams.time.TimerOperator` must declare ``fires_on``.
+        """
+        stores = operator.store_names()
+        upstream = self._partitioned_for(stores[0], co_partitioned) if stores else self
+        stream = upstream._then(operator, on_error)
+        for store in stores:
+            self._topology._add_store(StoreSpec(store, operator.name))
+        return stream
 
     def _partitioned_for(self, store: str, co_partitioned: bool) -> Stream:
         """This stream, or (after key_by) the internal source reading its repartition topic."""
@@ -197,6 +258,10 @@ class Topology:
     _outputs: list[str] = field(default_factory=list)
     _sinks: list[Sink] = field(default_factory=list)
     _labels: set[str] = field(default_factory=set)
+    _event_time: dict[str, pl.Expr] = field(default_factory=dict)
+    _joined: list[tuple[str, ...]] = field(default_factory=list)
+    _plain: list[tuple[PlainSink, Sink]] = field(default_factory=list)
+    _plan: list[SubTopology] | None = field(default=None, repr=False)
 
     def source(self, topic: str, *, value_format: ValueFormat = "avro",
                reader_schema: str | None = None) -> Stream:
@@ -217,6 +282,7 @@ class Topology:
         root = Node(ops.Operator())
         root.operator.name = f"source:{spec.topic}"
         self._roots[spec.topic] = (spec, root)
+        self._plan = None
         return Stream(self, root)
 
     @property
@@ -244,10 +310,99 @@ class Topology:
         for spec, root in self._roots.values():
             yield spec, root.children
 
+    # --- sub-topologies and tasks -------------------------------------------------------------
+
+    @property
+    def subtopologies(self) -> list[SubTopology]:
+        """The sub-topologies, numbered in the order their first source was declared."""
+        if self._plan is None:
+            self._plan = self._build_plan()
+        return self._plan
+
+    def subtopology_of(self, source_topic: str) -> int:
+        """The sub-topology a (logical) source topic feeds.
+
+        Raises:
+            TopologyError: ``source_topic`` is not a source of this topology.
+        """
+        for sub in self.subtopologies:
+            if source_topic in sub.source_topics:
+                return sub.id
+        raise TopologyError(f"{source_topic!r} is not a source of topology {self.name!r}")
+
+    def source_topics_of(self, subtopology: int) -> list[str]:
+        """The (logical) source topics of a sub-topology."""
+        return list(self._sub(subtopology).source_topics)
+
+    def stores_of(self, subtopology: int) -> list[StoreSpec]:
+        """The stores of a sub-topology (each store belongs to exactly one)."""
+        return list(self._sub(subtopology).stores)
+
+    def sinks_of(self, subtopology: int) -> list[Sink]:
+        """The sinks a sub-topology writes to."""
+        return list(self._sub(subtopology).sinks)
+
+    def timers_of(self, subtopology: int, kind: TimerKind) -> list[Node]:
+        """The timer operator nodes of a sub-topology fired by ``kind`` (usually none)."""
+        return self._sub(subtopology).timers_firing_on(kind)
+
+    def copartition_groups(self) -> list[frozenset[str]]:
+        """Source topics that must have equal partition counts: the sources of each stateful
+        (store-owning) sub-topology with more than one source. The worker checks them at start;
+        internal topics are named logically (``<store>-repartition``)."""
+        return [frozenset(s.source_topics) for s in self.subtopologies
+                if s.stores and len(s.source_topics) > 1]
+
+    def event_time_of(self, source_topic: str) -> pl.Expr:
+        """The event-time expression (epoch ms, Int64) of a source: ``_timestamp`` unless the
+        source declared one (hook for the windows issue: set ``_event_time[topic]``)."""
+        return self._event_time.get(source_topic, pl.col(TIMESTAMP))
+
+    def _copartition(self, *topics: str) -> None:
+        """Hook for joins: put the sub-topologies of ``topics`` together into one (their sources
+        then form one task per partition and must be co-partitioned)."""
+        for topic in topics:
+            if topic not in self._roots:
+                raise TopologyError(f"{topic!r} is not a source of topology {self.name!r}")
+        self._joined.append(tuple(topics))
+        self._plan = None
+
+    def _sub(self, subtopology: int) -> SubTopology:
+        plan = self.subtopologies
+        if not 0 <= subtopology < len(plan):
+            raise TopologyError(f"topology {self.name!r} has no sub-topology {subtopology}")
+        return plan[subtopology]
+
+    def _build_plan(self) -> list[SubTopology]:
+        group = {t: t for t in self._roots}
+
+        def find(t: str) -> str:
+            while group[t] != t:
+                t = group[t]
+            return t
+
+        for joined in self._joined:
+            for other in joined[1:]:
+                group[find(other)] = find(joined[0])
+        members: dict[str, list[str]] = {}
+        for topic in self._roots:
+            members.setdefault(find(topic), []).append(topic)
+        plan = []
+        for sub_id, topics in enumerate(members.values()):
+            stores: list[StoreSpec] = []
+            sinks: list[Sink] = []
+            timers: list[Node] = []
+            for topic in topics:
+                _walk(self._roots[topic][1], self._stores, stores, sinks, timers)
+            plan.append(SubTopology(sub_id, tuple(topics), tuple(stores), tuple(sinks),
+                                    tuple(timers)))
+        return plan
+
     def _add_store(self, spec: StoreSpec) -> None:
         if spec.name in self._stores:
             raise TopologyError(f"store {spec.name!r} is used by two operators")
         self._stores[spec.name] = spec
+        self._plan = None
 
     def _label(self, base: str) -> str:
         label, n = base, 1
@@ -256,3 +411,15 @@ class Topology:
             label = f"{base}#{n}"
         self._labels.add(label)
         return label
+
+
+def _walk(node: Node, specs: dict[str, StoreSpec], stores: list[StoreSpec], sinks: list[Sink],
+          timers: list[Node]) -> None:
+    op = node.operator
+    stores.extend(specs[n] for n in op.store_names() if n in specs)
+    if isinstance(op, SinkOperator) and not any(s is op.sink for s in sinks):
+        sinks.append(op.sink)
+    if isinstance(op, TimerOperator):
+        timers.append(node)
+    for child in node.children:
+        _walk(child, specs, stores, sinks, timers)
