@@ -22,7 +22,13 @@ from confluent_kafka.admin import AdminClient
 
 from headwater.config import Settings
 from headwater.errors import HeadwaterError
-from headwater.connectors.dlq import DeadLetter, DeadLetterWriter, dlq_topic, ensure_dlq_topic
+from headwater.connectors.dlq import (
+    DeadLetter,
+    DeadLetterWriter,
+    dlq_size_limit,
+    dlq_topic,
+    ensure_dlq_topic,
+)
 from headwater.state.changelog import changelog_topic, ensure_changelog_topics, restore
 from headwater.state.manager import StateManager
 from headwater.streams.batch import BatchContext, plain_decoder
@@ -298,6 +304,8 @@ class Worker:
             partitions[topic] = len(metadata.topics[topic].partitions)
         count = max(partitions.values())
         ensure_dlq_topic(admin, self.dead_letters.topic)
+        self.dead_letters.max_message_bytes = dlq_size_limit(
+            admin, self.dead_letters.topic, self._producer_config(self.settings.kafka_client_config()))
         internal = [self.physical[t] for t, spec in self.topology.sources.items() if spec.internal]
         if internal:
             ensure_repartition_topics(admin, internal, count)
