@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import fastavro
-import orjson
 import pytest
 from confluent_kafka import Producer
 

@@ -32,7 +32,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def framed(cache: SchemaCache, schema_id: int, name: str, n: int) -> list[bytes]:
+def framed(schema_id: int, name: str, n: int) -> list[bytes]:
     from headwater.generator.encode import WireEncoder
 
     return WireEncoder({name: schema_id}).encode(name, catalog_events(name, n))
@@ -45,8 +45,7 @@ def test_a_foreign_type_is_rejected_against_the_subjects_latest_schema(
     codec = AvroCodec(Settings(schema_registry_url=schema_registry_url))
     order_id = codec.cache.register(f"{topic}-value", ORDER.schema_str)
     user_id = codec.cache.register(f"{unique_name('users')}-value", USER.schema_str)
-    values = framed(codec.cache, order_id, "order.created", 35) + framed(
-        codec.cache, user_id, "user.registered", 2)
+    values = framed(order_id, "order.created", 35) + framed(user_id, "user.registered", 2)
     n = len(values)
     batch = RecordBatch(topic, [0] * n, list(range(n)), [0] * n, [None] * n, values, [None] * n)
 

@@ -12,7 +12,6 @@ import copy
 import logging
 import random
 
-import polars as pl
 import pytest
 
 from headwater.config import Settings
