@@ -73,3 +73,13 @@ def avro_count_per_key() -> Topology:
     ).to_topic(os.environ["HW_TEST_OUTPUT"])
     events.select("id").to_topic(os.environ["HW_TEST_ECHO"])
     return topology
+
+
+def orders_count_per_key() -> Topology:
+    """Avro order.created records (declared schema: the latest of `<topic>-value`) counted per
+    record key; everything undecodable or foreign goes to the DLQ at decode."""
+    topology = Topology("orders-count-per-key")
+    topology.source(os.environ["HW_TEST_INPUT"], value_format="avro").aggregate(
+        "orders", n=agg.count()
+    ).select("n", key=pl.col("_key")).to_topic(os.environ["HW_TEST_OUTPUT"])
+    return topology

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import fastavro
@@ -95,35 +97,56 @@ def encode(schema: dict[str, Any], schema_id: int, record: dict[str, Any]) -> by
 
 
 class FakeRegistry:
-    """A registry client in memory that counts every call."""
+    """A registry client in memory that counts every call.
+
+    ``fail_next`` makes the next N calls fail as an unreachable registry would (each failure
+    pops the exception to raise: a transport error or a 5xx ``SchemaRegistryError``).
+    """
 
     def __init__(self) -> None:
         self.schemas: dict[int, str] = {}
         self.subjects: dict[tuple[str, str], int] = {}
+        self.latest: dict[str, int] = {}
         self.calls: list[tuple[str, Any]] = []
+        self.fail_next: list[Exception] = []
 
-    def add(self, schema_id: int, schema: dict[str, Any]) -> None:
+    def add(self, schema_id: int, schema: dict[str, Any], subject: str | None = None) -> None:
         self.schemas[schema_id] = json.dumps(schema)
+        if subject is not None:
+            self.latest[subject] = schema_id
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
 
     def get_schema(self, schema_id: int) -> Schema:
         self.calls.append(("get_schema", schema_id))
+        self._maybe_fail()
         if schema_id not in self.schemas:
             raise SchemaRegistryError(404, 40403, f"Schema {schema_id} not found")
         return Schema(self.schemas[schema_id], "AVRO")
 
     def register_schema(self, subject_name: str, schema: Schema) -> int:
         self.calls.append(("register_schema", subject_name))
+        self._maybe_fail()
         key = (subject_name, schema.schema_str)
         if key not in self.subjects:
             self.subjects[key] = 1000 + len(self.subjects)
             self.schemas[self.subjects[key]] = schema.schema_str
+            self.latest[subject_name] = self.subjects[key]
         return self.subjects[key]
 
     def lookup_schema(self, subject_name: str, schema: Schema) -> Any:
         raise NotImplementedError
 
     def get_latest_version(self, subject_name: str) -> Any:
-        raise NotImplementedError
+        self.calls.append(("get_latest_version", subject_name))
+        self._maybe_fail()
+        if subject_name not in self.latest:
+            raise SchemaRegistryError(404, 40401, f"Subject '{subject_name}' not found.")
+        sid = self.latest[subject_name]
+        return SimpleNamespace(schema_id=sid, subject=subject_name, version=1,
+                               schema=Schema(self.schemas[sid], "AVRO"))
 
 
 def fake_cache(*schemas: tuple[int, dict[str, Any]]) -> tuple[SchemaCache, FakeRegistry]:
@@ -173,3 +196,29 @@ def avro_values(schema: Any) -> Any:
 
     from fastavro.schema import expand_schema
     return conv(expand_schema(copy.deepcopy(schema)))
+
+
+def catalog_events(name: str, n: int, seed: int = 11) -> list[dict[str, Any]]:
+    """The first ``n`` generated events of catalog type ``name`` (deterministic for ``seed``)."""
+    return copy.deepcopy(_catalog_events(name, n, seed))
+
+
+@functools.cache
+def _catalog_events(name: str, n: int, seed: int) -> list[dict[str, Any]]:
+    from headwater.generator.model import GeneratorConfig
+    from headwater.generator.pipeline import generate
+
+    out: list[dict[str, Any]] = []
+    for event in generate(GeneratorConfig(seed=seed, users=max(n, 10))):
+        if event.event_type == name:
+            out.append(event.event)
+            if len(out) == n:
+                return out
+    raise AssertionError(f"the generator gave fewer than {n} {name} events")
+
+
+def catalog_payloads(name: str, schema_id: int, n: int, seed: int = 11) -> list[bytes]:
+    """Framed payloads of ``n`` generated ``name`` events written with ``schema_id``."""
+    from headwater.generator.encode import WireEncoder
+
+    return WireEncoder({name: schema_id}).encode(name, catalog_events(name, n, seed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -11,6 +12,7 @@ from headwater.schemas import (
     MalformedFraming,
     RecordSerde,
     SchemaCache,
+    SchemaMismatch,
     SchemaResolutionError,
     UndecodableDatum,
     UnencodableRecord,
@@ -64,11 +66,22 @@ def test_reader_schema_adds_defaults_and_promotes() -> None:
     assert record["data"]["payload"]["items"][0]["discount"] == 0.0
 
 
-def test_unresolvable_reader_is_schema_resolution_error() -> None:
+def test_a_reader_requiring_a_field_the_writer_lacks_is_a_schema_mismatch() -> None:
     cache, _ = fake_cache((7, ORDER_V1))
     reader = dict(ORDER_V1, fields=[*ORDER_V1["fields"], {"name": "mandatory", "type": "string"}])
-    with pytest.raises(SchemaResolutionError):
+    with pytest.raises(SchemaMismatch, match="mandatory: the writer lacks this field") as info:
         RecordSerde(cache, reader_schema=reader).decode(encode(ORDER_V1, 7, order(1)))
+    assert info.value.schema_id == 7 and info.value.reader_subject is None
+
+
+def test_a_data_dependent_resolution_failure_is_schema_resolution_error() -> None:
+    cache, _ = fake_cache((7, ORDER_V1))
+    reader = copy.deepcopy(ORDER_V1)
+    reader["fields"][5] = {"name": "correlationId", "type": "string"}  # nullable read as required
+    serde = RecordSerde(cache, reader_schema=reader)
+    assert serde.decode(encode(ORDER_V1, 7, order(1)))["correlationId"] == "corr-1"
+    with pytest.raises(SchemaResolutionError):
+        serde.decode(encode(ORDER_V1, 7, order(3)))  # correlationId is null
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,11 @@ from confluent_kafka import Producer
 from headwater.cli.common import add_connection_options, settings_from_args
 from headwater.connectors.dlq import (
     DEFAULT_READ_TIMEOUT_S,
+    REPLAY_MESSAGE_MAX_BYTES,
     DeadLetterFilter,
     DeadLetterRecord,
     ReplayResult,
+    SourceReader,
     read_dead_letters,
     replay_dead_letters,
 )
@@ -65,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="re-publish the original key/value/headers of dead letters to a topic",
         description="Re-publish the original records (without hw.dlq.* metadata, with a "
         "hw.dlq.replayed-from header) read up to the DLQ's end at start, so it never loops "
-        "on its own output. Fails (exit 1) if any record is not delivered.",
+        "on its own output. Entries written without their value (too large for the DLQ) are "
+        "re-read from their source topic. Fails (exit 1) if any record is not delivered or "
+        "not replayable.",
     )
     _common_options(replay)
     replay.add_argument("--to", required=True, metavar="TOPIC", help="target topic (must exist)")
@@ -132,10 +136,12 @@ def _replay(args: argparse.Namespace) -> int:
         "enable.idempotence": True,
         "allow.auto.create.topics": False,
         "partitioner": "murmur2_random",  # the Java clients' key partitioning
+        "message.max.bytes": REPLAY_MESSAGE_MAX_BYTES,  # originals re-read from their source
     }
     progress = _Progress(sys.stderr)
     records = read_dead_letters(consumer_conf, args.topic, timeout_s=args.timeout)
-    with contextlib.closing(records):
+    source = SourceReader(settings.kafka_client_config(), timeout_s=args.timeout)
+    with contextlib.closing(records), source:
         result = replay_dead_letters(
             records,
             Producer(producer_conf),
@@ -147,18 +153,23 @@ def _replay(args: argparse.Namespace) -> int:
             on_progress=lambda r: progress.update(
                 f"read {r.scanned}, replayed {r.replayed}, skipped {r.skipped}"
             ),
+            source=source.fetch,
         )
     progress.clear()
     _replay_summary(args, result)
-    return 0
+    for location, reason in result.not_replayable:
+        print(f"not replayable: {location}: {reason}", file=sys.stderr)
+    return 1 if result.not_replayable else 0
 
 
 def _replay_summary(args: argparse.Namespace, result: ReplayResult) -> None:
     verb = "would replay" if args.dry_run else "replayed"
     print(
         f"{verb} {result.replayed} of {result.scanned} entries read from {args.topic} "
-        f"to {args.to}; skipped {result.skipped}" + (" (dry run: nothing published)"
-        if args.dry_run else "")
+        f"to {args.to}; skipped {result.skipped}"
+        + (f"; {result.from_source} re-read from their source" if result.from_source else "")
+        + (f"; NOT replayable {len(result.not_replayable)}" if result.not_replayable else "")
+        + (" (dry run: nothing published)" if args.dry_run else "")
     )
     _counts(result.by_error_class, sys.stdout)
 
@@ -190,12 +201,23 @@ def _block(r: DeadLetterRecord) -> str:
             f"  operator: {r.operator}",
             f"  error:    {r.error_class}: {message}",
         ]
-    lines.append(f"  key:      {_short(r.key)}")
-    lines += _value_lines(r.value)
-    if r.headers:
+    lines.append(f"  key:      {_dropped(r, 'key') or _short(r.key)}")
+    lines += [f"  value:    {_dropped(r, 'value')}"] if r.value_dropped else _value_lines(r.value)
+    if "headers" in r.dropped:
+        lines.append(f"  headers:  {_dropped(r, 'headers')}")
+    elif r.headers:
         shown = ", ".join(f"{name}={_short(value)}" for name, value in r.headers)
         lines.append(f"  headers:  {shown}")
     return "\n".join(lines) + "\n"
+
+
+def _dropped(r: DeadLetterRecord, part: str) -> str | None:
+    if part not in r.dropped:
+        return None
+    size = r.dropped[part]
+    return (f"(not in the dead letter: {'?' if size is None else size} bytes, too large for the "
+            f"DLQ; replay re-reads it from {r.source_topic}:{_opt(r.source_partition)}:"
+            f"{_opt(r.source_offset)})")
 
 
 def _value_lines(value: bytes | None) -> list[str]:
@@ -255,6 +277,7 @@ def _json_line(r: DeadLetterRecord) -> str:
         "key_b64": b64(r.key),
         "value_b64": b64(r.value),
         "headers": [[name, b64(value)] for name, value in r.headers],
+        "dropped": r.dropped,
     }
     return orjson.dumps(doc).decode()
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from headwater.schemas import wire
 from headwater.schemas.errors import (
+    SchemaMismatch,
     SchemaResolutionError,
     SerdeError,
     UnknownSchemaId,
@@ -45,7 +46,12 @@ from headwater.schemas.layout import (
 )
 from headwater.schemas.record_serde import read_datum
 from headwater.schemas.registry import AvroSchema, SchemaCache, WriterSchema, parse, schema_text
-from headwater.schemas.resolve import NotVectorizable, resolution_exprs
+from headwater.schemas.resolve import (
+    NotVectorizable,
+    incompatibility,
+    record_name,
+    resolution_exprs,
+)
 
 try:  # the public read_avro never stops on a block with leftover bytes; see module docstring
     from polars_avro._avro_rs import AvroSource as _AvroSource
@@ -68,8 +74,8 @@ class Rejected:
 
     Attributes:
         index: its position in the input batch.
-        error: why (``MalformedFraming``, ``UnknownSchemaId``, ``UndecodableDatum``,
-            ``SchemaResolutionError``), carrying the raw payload.
+        error: why (``MalformedFraming``, ``UnknownSchemaId``, ``SchemaMismatch``,
+            ``UndecodableDatum``, ``SchemaResolutionError``), carrying the raw payload.
     """
 
     index: int
@@ -102,6 +108,11 @@ class _Plan:
         self.id_bytes = ws.schema_id.to_bytes(4, "big")
         self.failures = 0
         self.error: str | None = None
+        self.columnar = False
+        self.mismatch = None if reader is None else incompatibility(expanded(ws.schema),
+                                                                    expanded(reader))
+        if self.mismatch is not None:
+            return
         self.record_writer = parse(stripped)
         self.record_reader = None if reader is None else parse(strip_uuid(reader))
         try:
@@ -151,15 +162,20 @@ class ColumnarDecoder:
         reader_schema: AvroSchema | None = None,
         *,
         columnar_threshold: int = DEFAULT_COLUMNAR_THRESHOLD,
+        reader_subject: str | None = None,
     ) -> None:
         """
         Args:
             cache: where writer schemas come from.
-            reader_schema: resolve every record to this record schema; None keeps writer layouts
-                (a batch mixing writer schemas then gets the union of their columns).
+            reader_schema: resolve every record to this record schema; records whose writer
+                schema cannot resolve to it are rejected with ``SchemaMismatch``. None keeps
+                writer layouts (a batch mixing writer schemas then gets the union of their
+                columns, and nothing is foreign).
             columnar_threshold: groups with fewer payloads decode per record.
+            reader_subject: the subject ``reader_schema`` was taken from (error context only).
         """
         self.cache = cache
+        self.reader_subject = reader_subject
         self.reader_schema = None if reader_schema is None else json.loads(schema_text(reader_schema))
         self._reader_text = None if reader_schema is None else schema_text(reader_schema)
         self.columnar_threshold = columnar_threshold
@@ -203,6 +219,9 @@ class ColumnarDecoder:
             except UnknownSchemaId as err:
                 rejected += [Rejected(i, UnknownSchemaId(err.reason, bytes(payloads[i]), schema_id=sid))
                              for i in idxs]
+                continue
+            if plan.mismatch is not None:
+                rejected += [Rejected(i, self._mismatch(plan, payloads[i])) for i in idxs]
                 continue
             if plan.error is not None:
                 rejected += [Rejected(i, SchemaResolutionError(plan.error, bytes(payloads[i]),
@@ -255,6 +274,11 @@ class ColumnarDecoder:
                 rejected = rejected + [Rejected(int(i), SchemaResolutionError(reason)) for i in other_pos]
         rejected.sort(key=lambda r: r.index)
         return df, pos, rejected
+
+    def _mismatch(self, plan: _Plan, payload: bytes) -> SchemaMismatch:
+        return SchemaMismatch(str(plan.mismatch), bytes(payload), schema_id=plan.schema_id,
+                              reader_subject=self.reader_subject,
+                              reader_name=record_name(self.reader_schema))
 
     def _plan(self, schema_id: int) -> _Plan:
         plan = self._plans.get(schema_id)

@@ -8,6 +8,8 @@ dead-letter writer can route it without re-parsing. ``str(error)`` shows at most
 
 from __future__ import annotations
 
+from typing import Any
+
 from headwater.errors import HeadwaterError
 
 RAW_PREFIX = 32
@@ -51,7 +53,7 @@ class SerdeError(HeadwaterError):
         return self
 
     def __str__(self) -> str:
-        parts = [f"{self.kind}: {self.reason}"]
+        parts = [f"{self.kind}: {self.reason}{self._detail()}"]
         if self.schema_id is not None:
             parts.append(f"schema id {self.schema_id}")
         if self.topic is not None:
@@ -60,6 +62,9 @@ class SerdeError(HeadwaterError):
             more = "..." if len(self.raw) > RAW_PREFIX else ""
             parts.append(f"raw ({len(self.raw)} bytes) {self.raw[:RAW_PREFIX].hex()}{more}")
         return "; ".join(parts)
+
+    def _detail(self) -> str:
+        return ""
 
     def __reduce__(self):  # keep keyword context through pickling (worker processes)
         return (_rebuild, (type(self), self.__dict__.copy()))
@@ -98,6 +103,39 @@ class SchemaResolutionError(SerdeError):
     kind = "schema resolution failed"
 
 
+class SchemaMismatch(SerdeError):
+    """The record's writer schema does not resolve to the source's declared schema: another
+    record type (a different full name), or a same-named but incompatible schema. Decided once
+    per writer schema id, so every record written with that id is rejected.
+
+    Attributes:
+        schema_id: the writer schema id.
+        reader_subject: the subject the declared schema came from (``<topic>-value``), or ``None``
+            when the source declared its reader schema explicitly.
+        reader_name: full name of the declared record schema.
+    """
+
+    kind = "schema mismatch"
+
+    def __init__(
+        self,
+        reason: str,
+        raw: bytes | None = None,
+        *,
+        reader_subject: str | None = None,
+        reader_name: str | None = None,
+        **context: Any,
+    ) -> None:
+        self.reader_subject = reader_subject
+        self.reader_name = reader_name
+        super().__init__(reason, raw, **context)
+
+    def _detail(self) -> str:
+        declared = self.reader_name or "the declared schema"
+        source = f"subject {self.reader_subject}" if self.reader_subject else "explicit reader schema"
+        return f" (declared: {declared}, {source})"
+
+
 class UnencodableRecord(SerdeError):
     """A record (dict or frame row) does not conform to the schema it is encoded with."""
 
@@ -134,3 +172,7 @@ class SchemaRegistryRejected(HeadwaterError):
         self.http_status, self.error_code = http_status, error_code
         super().__init__(f"schema registry refused subject '{subject}': {reason} "
                          f"(HTTP {http_status}, code {error_code})")
+
+
+class SubjectNotFound(SchemaRegistryRejected):
+    """The subject does not exist in the registry (HTTP 404, e.g. code 40401)."""

@@ -15,12 +15,15 @@ from fastavro.read import SchemaResolutionError as _FastavroResolution
 
 from headwater.schemas import wire
 from headwater.schemas.errors import (
+    SchemaMismatch,
     SchemaResolutionError,
     SerdeError,
     UndecodableDatum,
     UnencodableRecord,
 )
+from headwater.schemas.layout import expanded
 from headwater.schemas.registry import AvroSchema, SchemaCache, parse, schema_text
+from headwater.schemas.resolve import incompatibility, record_name
 
 
 def read_datum(payload: bytes, schema_id: int, writer: Any, reader: Any | None) -> dict[str, Any]:
@@ -56,23 +59,30 @@ class RecordSerde:
     uuid -> ``uuid.UUID``, enum -> ``str``, map -> ``dict``).
     """
 
-    def __init__(self, cache: SchemaCache, reader_schema: AvroSchema | None = None) -> None:
+    def __init__(self, cache: SchemaCache, reader_schema: AvroSchema | None = None,
+                 *, reader_subject: str | None = None) -> None:
         """
         Args:
             cache: where writer schemas come from.
-            reader_schema: resolve every record to this schema (schema evolution); None keeps
-                each record in its writer schema.
+            reader_schema: resolve every record to this schema (schema evolution); records whose
+                writer schema cannot resolve to it raise ``SchemaMismatch``. None keeps each
+                record in its writer schema.
+            reader_subject: the subject ``reader_schema`` came from (error context only).
         """
         self.cache = cache
         self.reader_schema = reader_schema
+        self.reader_subject = reader_subject
         self._reader = parse(reader_schema) if reader_schema is not None else None
         self._reader_text = schema_text(reader_schema) if reader_schema is not None else None
+        self._reader_expanded = expanded(reader_schema) if reader_schema is not None else None
+        self._mismatch: dict[int, str | None] = {}
 
     def decode(self, payload: bytes) -> dict[str, Any]:
         """The record in framed ``payload``, resolved to the reader schema if one is set.
 
         Raises:
-            MalformedFraming, UnknownSchemaId, UndecodableDatum, SchemaResolutionError.
+            MalformedFraming, UnknownSchemaId, SchemaMismatch, UndecodableDatum,
+            SchemaResolutionError.
             SchemaRegistryUnavailable: the writer schema had to be fetched and could not be.
         """
         schema_id = wire.schema_id_of(payload)
@@ -82,6 +92,15 @@ class RecordSerde:
             err.raw = bytes(payload)
             raise
         reader = None if self._reader_text in (None, ws.text) else self._reader
+        if reader is not None:
+            if schema_id not in self._mismatch:
+                self._mismatch[schema_id] = incompatibility(expanded(ws.schema),
+                                                            self._reader_expanded)
+            reason = self._mismatch[schema_id]
+            if reason is not None:
+                raise SchemaMismatch(reason, bytes(payload), schema_id=schema_id,
+                                     reader_subject=self.reader_subject,
+                                     reader_name=record_name(self._reader_expanded))
         return read_datum(payload, schema_id, ws.parsed, reader)
 
     def encode(self, record: dict[str, Any], schema_id: int) -> bytes:

@@ -6,6 +6,10 @@ resolution depends on the data (a nullable writer field read as non-nullable, en
 reader lacks without a default) or that the frame cannot express raise :class:`NotVectorizable`;
 the decoder then resolves those records one by one with fastavro, which rejects exactly the
 records that do not resolve.
+
+:func:`incompatibility` is the schema-level verdict taken before any of that: a writer schema
+that can never resolve to the reader (another record type, an incompatible change) is a
+``SchemaMismatch`` for every record written with it.
 """
 
 from __future__ import annotations
@@ -153,3 +157,100 @@ def _short(name: str) -> str:
 
 def _names(r: Any) -> set[str]:
     return {_short(r["name"]), *(_short(a) for a in r.get("aliases", ()))}
+
+
+def incompatibility(writer: Any, reader: Any) -> str | None:
+    """Why records of ``writer`` can never be read as ``reader``; None when the pair resolves.
+
+    The check is per schema, not per datum: a pair that resolves only for some data (a nullable
+    writer field read as required, enum symbols the reader lacks without a default, a writer
+    union some of whose branches resolve) counts as resolving; those records are resolved, or
+    rejected one by one, by the decoder. At the top level the record full names must be equal
+    (or the writer's name one of the reader's aliases): another event type never resolves, even
+    when its fields happen to fit. Nested named types match by unqualified name, as in Avro.
+
+    Args:
+        writer, reader: expanded schemas (``layout.expanded``).
+    """
+    w, r = _unwrap(writer), _unwrap(reader)
+    if type_name(r) not in ("record", "error"):
+        return f"the declared schema is a {type_name(r)}, not a record"
+    if type_name(w) not in ("record", "error"):
+        return f"the writer schema is a {type_name(w)}, not a record"
+    wname, rname = _full_name(w), _full_name(r)
+    aliases = {_qualify(a, r.get("namespace") or _namespace(rname)) for a in r.get("aliases", ())}
+    if wname != rname and wname not in aliases:
+        return f"writer record {wname} is not the declared record {rname}"
+    return _incompatible(w, r, "")
+
+
+def _incompatible(w: Any, r: Any, path: str) -> str | None:
+    w, r = _unwrap(w), _unwrap(r)
+    where = path or "the record"
+    if isinstance(r, list):
+        branches = w if isinstance(w, list) else [w]
+        if any(_incompatible(wb, rb, path) is None for wb in branches for rb in r):
+            return None
+        return f"{where}: writer {_describe(w)} matches no branch of the reader union {_describe(r)}"
+    if isinstance(w, list):
+        if any(_incompatible(wb, r, path) is None for wb in w):
+            return None
+        return f"{where}: no branch of the writer union {_describe(w)} resolves to {_describe(r)}"
+    wn, rn = type_name(w), type_name(r)
+    if wn in _PHYSICAL and rn in _PHYSICAL:
+        if wn == rn or (wn, rn) in _PROMOTIONS:
+            return None
+        return f"{where}: {wn} does not resolve to {rn}"
+    if wn != rn:
+        return f"{where}: {wn} does not resolve to {rn}"
+    if wn in ("record", "error", "enum", "fixed") and _short(w["name"]) not in _names(r):
+        return f"{where}: {wn} {w['name']} does not resolve to {r['name']}"
+    if wn == "fixed" and w["size"] != r["size"]:
+        return f"{where}: fixed size {w['size']} does not resolve to {r['size']}"
+    if wn == "array":
+        return _incompatible(w["items"], r["items"], f"{path}[]")
+    if wn == "map":
+        return _incompatible(w["values"], r["values"], f"{path}{{}}")
+    if wn in ("record", "error"):
+        by_name = {f["name"]: f for f in w["fields"]}
+        for rf in r["fields"]:
+            sub = f"{path}.{rf['name']}" if path else rf["name"]
+            src = next((by_name[n] for n in (rf["name"], *rf.get("aliases", ())) if n in by_name), None)
+            if src is None:
+                if "default" not in rf:
+                    return f"{sub}: the writer lacks this field and the reader has no default"
+                continue
+            reason = _incompatible(src["type"], rf["type"], sub)
+            if reason is not None:
+                return reason
+    return None  # enums: unknown symbols are a per-record matter
+
+
+def _unwrap(s: Any) -> Any:
+    while isinstance(s, dict) and isinstance(s.get("type"), (dict, list)):
+        s = s["type"]
+    return s
+
+
+def _describe(s: Any) -> str:
+    if isinstance(s, list):
+        return "[" + ", ".join(_describe(_unwrap(b)) for b in s) + "]"
+    name = type_name(s)
+    return f"{name} {s['name']}" if isinstance(s, dict) and "name" in s else name
+
+
+def _namespace(full: str) -> str:
+    return full.rpartition(".")[0]
+
+
+def _qualify(name: str, namespace: str | None) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _full_name(s: dict[str, Any]) -> str:
+    return _qualify(s["name"], s.get("namespace"))
+
+
+def record_name(schema: Any) -> str | None:
+    """The full name of a record schema (JSON dict), None when it has none."""
+    return _full_name(schema) if isinstance(schema, dict) and "name" in schema else None

@@ -39,15 +39,19 @@ class AvroSerde:
         *,
         columnar_threshold: int = DEFAULT_COLUMNAR_THRESHOLD,
         registry_conf: dict[str, Any] | None = None,
+        reader_subject: str | None = None,
     ) -> None:
         """
         Args:
             registry: a :class:`SchemaCache` (share one per process), a registry client, or the
                 registry URL.
             reader_schema: resolve every record to this Avro record schema (schema evolution);
-                None decodes each record in its writer schema.
+                records whose writer schema cannot resolve to it (another record type, an
+                incompatible change) are rejected with ``SchemaMismatch``. None decodes each
+                record in its writer schema.
             columnar_threshold: batches (per schema id) smaller than this decode per record.
             registry_conf: extra ``SchemaRegistryClient`` settings when ``registry`` is a URL.
+            reader_subject: the subject ``reader_schema`` came from, for error messages.
         """
         if isinstance(registry, str):
             registry = SchemaCache.from_url(registry, **(registry_conf or {}))
@@ -55,8 +59,10 @@ class AvroSerde:
             registry = SchemaCache(registry)
         self.cache: SchemaCache = registry
         self.reader_schema = reader_schema
-        self._records = RecordSerde(registry, reader_schema)
-        self._batches = ColumnarDecoder(registry, reader_schema, columnar_threshold=columnar_threshold)
+        self.reader_subject = reader_subject
+        self._records = RecordSerde(registry, reader_schema, reader_subject=reader_subject)
+        self._batches = ColumnarDecoder(registry, reader_schema, columnar_threshold=columnar_threshold,
+                                        reader_subject=reader_subject)
 
     def decode_batch(self, payloads: Sequence[bytes]) -> DecodedBatch:
         """Decode framed payloads into one frame; bad payloads are returned, never raised.
@@ -74,8 +80,8 @@ class AvroSerde:
         """Decode one framed payload to a dict (fastavro conventions; see :class:`RecordSerde`).
 
         Raises:
-            MalformedFraming, UnknownSchemaId, UndecodableDatum, SchemaResolutionError,
-            SchemaRegistryUnavailable.
+            MalformedFraming, UnknownSchemaId, SchemaMismatch, UndecodableDatum,
+            SchemaResolutionError, SchemaRegistryUnavailable.
         """
         return self._records.decode(payload)
 

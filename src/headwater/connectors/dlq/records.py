@@ -11,7 +11,7 @@ See docs/dlq.md for the full table.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,16 @@ OPERATOR = "hw.dlq.operator"
 TIME = "hw.dlq.time"
 REPLAYED_FROM = "hw.dlq.replayed-from"
 """Added by ``headwater dlq replay``: ``<dlq topic>:<partition>:<offset>`` the record came from."""
+VALUE_DROPPED = "hw.dlq.value-dropped"
+VALUE_SIZE = "hw.dlq.value-size"
+KEY_DROPPED = "hw.dlq.key-dropped"
+KEY_SIZE = "hw.dlq.key-size"
+HEADERS_DROPPED = "hw.dlq.headers-dropped"
+HEADERS_SIZE = "hw.dlq.headers-size"
+DROPPABLE = ("value", "headers", "key")
+"""Parts of a dead letter that can be left out (largest first) when it would not fit the DLQ."""
+_DROP_HEADERS = {"value": (VALUE_DROPPED, VALUE_SIZE), "key": (KEY_DROPPED, KEY_SIZE),
+                 "headers": (HEADERS_DROPPED, HEADERS_SIZE)}
 
 METADATA_HEADERS = (
     ERROR_CLASS,
@@ -41,6 +51,8 @@ METADATA_HEADERS = (
     TIME,
 )
 """The metadata block, in the order it is written (``hw.dlq.source.timestamp`` only when known)."""
+DROPPED_HEADERS = (VALUE_DROPPED, VALUE_SIZE, HEADERS_DROPPED, HEADERS_SIZE, KEY_DROPPED, KEY_SIZE)
+"""Appended to the metadata block, a pair per part left out of an oversized dead letter."""
 
 MAX_ERROR_MESSAGE_BYTES = 4096
 """Error messages longer than this (UTF-8) are cut and end with ``...[truncated, N bytes]``."""
@@ -107,6 +119,11 @@ class DeadLetterRecord:
         source_timestamp_ms: ``hw.dlq.source.timestamp``.
         operator: ``hw.dlq.operator``.
         dead_lettered_at_ms: ``hw.dlq.time``, else the dead-letter message's Kafka timestamp.
+        dropped: parts of the original left out because the dead letter would not fit the DLQ
+            topic, with their original size in bytes (None if unreadable), e.g.
+            ``{"value": 1040000}``; the field then
+            reads ``None`` (value, key) or ``[]`` (headers) and the original is at the source
+            coordinates.
     """
 
     dlq_topic: str
@@ -123,11 +140,17 @@ class DeadLetterRecord:
     source_timestamp_ms: int | None
     operator: str | None
     dead_lettered_at_ms: int | None
+    dropped: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
     @property
     def is_dead_letter(self) -> bool:
         """Whether the message carries headwater's dead-letter metadata."""
         return self.error_class is not None
+
+    @property
+    def value_dropped(self) -> bool:
+        """Whether the value was left out (too large for the DLQ): replay re-reads the source."""
+        return "value" in self.dropped
 
     @property
     def schema_id(self) -> int | None:
@@ -144,20 +167,26 @@ class DeadLetterRecord:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def dlq_headers(letter: DeadLetter, now_ms: int) -> list[Header]:
+def dlq_headers(
+    letter: DeadLetter, now_ms: int, dropped: Mapping[str, int] | None = None
+) -> list[Header]:
     """The headers of ``letter``'s dead-letter message: the original ones, then the metadata.
 
     Args:
         letter: the failed record and what failed.
         now_ms: dead-lettering time, epoch milliseconds (written as ``hw.dlq.time``).
+        dropped: parts of :data:`DROPPABLE` left out of the message, with their original size;
+            dropped headers are not written, and each part gets its ``hw.dlq.<part>-dropped:
+            true`` and ``hw.dlq.<part>-size: <bytes>`` headers.
 
     Returns:
-        A new list: ``letter.headers`` unchanged and in order, followed by the
+        A new list: ``letter.headers`` unchanged and in order (unless dropped), followed by the
         :data:`METADATA_HEADERS` block (``hw.dlq.source.timestamp`` only when known). Text is
         UTF-8 (unencodable characters backslash-escaped), the message truncated to
         :data:`MAX_ERROR_MESSAGE_BYTES` and names to :data:`MAX_NAME_BYTES`.
     """
-    headers: list[Header] = list(letter.headers or ())
+    dropped = dropped or {}
+    headers: list[Header] = [] if "headers" in dropped else list(letter.headers or ())
     headers += [
         (ERROR_CLASS, _text(letter.error_class, MAX_NAME_BYTES)),
         (ERROR_MESSAGE, _text(letter.error_message, MAX_ERROR_MESSAGE_BYTES)),
@@ -168,7 +197,16 @@ def dlq_headers(letter: DeadLetter, now_ms: int) -> list[Header]:
     if letter.source_timestamp_ms is not None:
         headers.append((SOURCE_TIMESTAMP, b"%d" % letter.source_timestamp_ms))
     headers += [(OPERATOR, _text(letter.operator, MAX_NAME_BYTES)), (TIME, b"%d" % now_ms)]
+    for part in DROPPABLE:
+        if part in dropped:
+            flag, size = _DROP_HEADERS[part]
+            headers += [(flag, b"true"), (size, b"%d" % dropped[part])]
     return headers
+
+
+def header_bytes(headers: Sequence[Header] | None) -> int:
+    """Bytes of header names and values (what headers add to a message, before overhead)."""
+    return sum(len(name.encode("utf-8")) + len(value or b"") for name, value in headers or ())
 
 
 def split_headers(headers: Sequence[Header] | None) -> tuple[list[Header], dict[str, bytes | None]]:
@@ -214,6 +252,8 @@ def parse_dead_letter(
             return None
 
     at = number(TIME)
+    dropped = {part: number(size) for part, (flag, size) in _DROP_HEADERS.items()
+               if meta.get(flag) == b"true"}
     return DeadLetterRecord(
         dlq_topic=dlq_topic,
         dlq_partition=dlq_partition,
@@ -229,6 +269,7 @@ def parse_dead_letter(
         source_timestamp_ms=number(SOURCE_TIMESTAMP),
         operator=text(OPERATOR),
         dead_lettered_at_ms=at if at is not None else dlq_timestamp_ms,
+        dropped=dropped,
     )
 
 
