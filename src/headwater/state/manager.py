@@ -88,6 +88,12 @@ class StateManager:
         """The stores currently open, in opening order."""
         return list(self._open.values())
 
+    def close(self, store_name: str, partition: int) -> None:
+        """Close one store partition if it is open (releasing its RocksDB lock)."""
+        store = self._open.pop((store_name, partition), None)
+        if store is not None:
+            store.close()
+
     def close_partition(self, partition: int) -> None:
         """Close every open store of ``partition`` (releasing the RocksDB locks)."""
         for key in [k for k in self._open if k[1] == partition]:

@@ -4,14 +4,17 @@ The order, each step its own function below (``Worker.checkpoint`` calls them in
 
 1. ``produce_changelogs``: one changelog record per dirty state key (latest value or tombstone),
    TTL expiries included; under exactly-once inside the open transaction.
-2. ``pre_commit_sinks``: external sinks make what they staged durable but invisible.
+2. ``BatchContext.pre_commit``: every task's checkpoint sequence advances, external sinks make
+   what they staged durable but invisible, and the offsets to commit get each task's metadata
+   (stream time, checkpoint sequence).
 3. ``flush_producer`` (at-least-once): wait until outputs, dead letters and changelog records are
    acknowledged. ``commit_transaction`` (exactly-once) instead: the consumed offsets (with each
    task's stream time as offset metadata) go into the transaction with the consumer group
    metadata, then the transaction commits: outputs, dead letters, changelogs and offsets at once.
 4. ``commit_offsets`` (at-least-once only): commit the consumed offsets (+ metadata).
-5. ``commit_sinks``: sinks publish what they pre-committed (idempotent; a crash before this step
-   is finished by the sink's ``recover`` on the next assignment, since the offsets are committed).
+5. ``BatchContext.commit``: sinks publish what they pre-committed (idempotent; a crash before
+   this step is finished by the sink's ``recover`` on the next assignment, which sees the
+   committed checkpoint sequence). If step 3 or 4 fails, ``BatchContext.abort`` discards it.
 6. ``write_stores``: write each write-back cache to RocksDB in one WriteBatch together with the
    changelog offset it now reflects.
 
@@ -35,7 +38,7 @@ What a crash costs:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,18 +105,6 @@ def produce_changelogs(
     return sent
 
 
-def pre_commit_sinks(sinks: Iterable[Any], checkpoint_id: int) -> list[tuple[Any, Any]]:
-    """Step 2: each sink makes its staged data durable but invisible; returns the handles."""
-    staged = []
-    for sink in sinks:
-        if hasattr(sink, "pre_commit"):
-            staged.append((sink, sink.pre_commit(checkpoint_id)))
-        else:  # a one-phase sink: publishes at pre-commit (at-least-once)
-            sink.flush()
-    failpoint("checkpoint.after_flush_sinks")
-    return staged
-
-
 def flush_producer(producer: Producer, tracker: DeliveryTracker, timeout_s: float) -> None:
     """Step 3 (at-least-once): wait for every queued record to be acknowledged."""
     remaining = producer.flush(timeout_s)
@@ -153,12 +144,6 @@ def commit_offsets(consumer: Consumer, offsets: list[TopicPartition], timeout_s:
         _retrying(lambda: consumer.commit(offsets=offsets, asynchronous=False),
                   "commit offsets", deadline)
     failpoint("checkpoint.after_commit")
-
-
-def commit_sinks(staged: list[tuple[Any, Any]]) -> None:
-    """Step 5: publish what each sink pre-committed."""
-    for sink, handle in staged:
-        sink.commit(handle)
 
 
 def write_stores(

@@ -15,26 +15,23 @@ the last committed offsets.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from headwater.config import Settings
-from headwater.connectors.dlq import DeadLetter, DeadLetterWriter, dlq_topic, ensure_dlq_topic
+from headwater.connectors.dlq import (
+    DeadLetter,
+    DeadLetterWriter,
+    dlq_size_limit,
+    dlq_topic,
+    ensure_dlq_topic,
+)
 from headwater.connectors.produce import produce as produce_retrying
 from headwater.errors import HeadwaterError
 from headwater.failpoints import failpoint
@@ -46,14 +43,15 @@ from headwater.streams.decode import BatchDecoder
 from headwater.streams.records import RecordBatch
 from headwater.streams.repartition import REPARTITION_SUFFIX
 from headwater.streams.runtime import checkpoint as cp
+from headwater.streams.runtime import clients
 from headwater.streams.runtime import topics
+from headwater.streams.runtime.assignment import Assignments
 from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.worker")
 
 TTL_PURGE_INTERVAL_S = 60.0
 PROGRESS_INTERVAL_S = 10.0
-RESTORE_STEP_RECORDS = 20_000
 
 
 class WorkerFailed(HeadwaterError):
@@ -96,7 +94,7 @@ class _KafkaContext(BatchContext):
         timestamps_ms: Sequence[int] | None = None,
     ) -> None:
         worker = self._worker
-        worker.ensure_transaction()
+        worker.begin_effects()
         producer = worker.producer
         produce, callback = producer.produce, worker.tracker.on_delivery
         times = timestamps_ms if timestamps_ms is not None else [0] * len(keys)
@@ -111,7 +109,7 @@ class _KafkaContext(BatchContext):
         return self._worker.physical[f"{store_name}{REPARTITION_SUFFIX}"]
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
-        self._worker.ensure_transaction()
+        self._worker.begin_effects()
         self._worker.dead_letters.send(letters)
 
     def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
@@ -158,25 +156,26 @@ class Worker:
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint
         self._running = False
-        self._positions: dict[tuple[str, int], int] = {}
         self._since_checkpoint = 0
+        self._effects = False  # records produced since the last checkpoint (timers included)
         self._in_transaction = False
         self._assigned_at = 0.0
         self._purged_at = time.monotonic()
         self._reported_at = time.monotonic()
         self._reported_records = 0
-        self._restoring: list[TopicPartition] = []
-        self._restore_added: set[int] = set()
-        self._rewind: list[TopicPartition] = []
         self._avro = None
         self._decoders: dict[str, BatchDecoder] = {}
         self._admin: AdminClient | None = None
         kafka = settings.kafka_client_config()
-        self.consumer = Consumer(self._consumer_config(kafka))
-        self.producer = Producer(self._producer_config(kafka))
+        self.consumer = Consumer(clients.consumer_config(settings, self.options))
+        self.producer = Producer(clients.producer_config(settings, self.options))
         self.dead_letters = DeadLetterWriter(self.producer, dlq_topic(settings.application_id))
         self.context = _KafkaContext(self)
         self.restorer = ChangelogRestorer(kafka, True, self.stores)
+        self.assignments = Assignments(
+            self.consumer, self.context, self.restorer, self.stores, self.changelogs,
+            self._logical, self.options.auto_offset_reset, self._timeout,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -212,7 +211,7 @@ class Worker:
         last_checkpoint = last_record = time.monotonic()
         while self._running:
             self._raise_if_failed()
-            self._restore_step()
+            self.assignments.step()
             messages = self.consumer.consume(
                 self.options.batch_size, self.options.max_batch_latency_s
             )
@@ -221,8 +220,12 @@ class Worker:
             if messages:
                 self._process(messages)
                 last_record = now
-            elif not self._restoring and self._idle_for(now - max(last_record, self._assigned_at)):
-                break
+            else:
+                self.context.punctuate()
+                if not self.assignments.pending and self._idle_for(
+                    now - max(last_record, self._assigned_at)
+                ):
+                    break
             due = now - last_checkpoint >= self.settings.commit_interval_ms / 1000
             budget = self.options.commit_every_records
             if due or (budget and self._since_checkpoint >= budget):
@@ -248,14 +251,16 @@ class Worker:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def ensure_transaction(self) -> None:
-        """Under exactly-once, open a transaction before the first record of an interval."""
+    def begin_effects(self) -> None:
+        """Before producing anything: note it, and under exactly-once open the interval's
+        transaction."""
+        self._effects = True
         if self.exactly_once and not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
 
     def _process(self, messages: list) -> None:
-        self.ensure_transaction()
+        self.begin_effects()
         by_topic: dict[str, list] = defaultdict(list)
         for msg in messages:
             err = msg.error()
@@ -271,8 +276,6 @@ class Worker:
             logical = self._logical[topic]
             self.context.process(self.topology.sources[logical], self._decoder(logical), batch)
             failpoint("batch.after_operators")
-            for partition, offset in zip(batch.partitions, batch.offsets):
-                self._positions[(topic, partition)] = offset + 1
             self.records_processed += len(batch)
             self._since_checkpoint += len(batch)
         if self._on_progress:
@@ -304,26 +307,34 @@ class Worker:
 
     def _checkpoint(self) -> None:
         self._purge_expired_state()
+        self.context.punctuate()
         dirty = dict(self.context.dirty_caches())
-        if not self._since_checkpoint and not dirty:
-            if self._in_transaction:  # only dead letters or nothing: still commit them
-                cp.commit_transaction(self.producer, self.consumer, [], self.tracker, self._timeout)
-                self._in_transaction = False
+        if not (self._since_checkpoint or dirty or self._effects):
             return
-        self.ensure_transaction()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
+        self.begin_effects()
         cp.produce_changelogs(self.producer, dirty, self.changelogs, self.tracker)
-        staged = cp.pre_commit_sinks(self.topology.sinks, self.checkpoints + 1)
-        if self.exactly_once:
-            cp.commit_transaction(self.producer, self.consumer, offsets, self.tracker, self._timeout)
-            self._in_transaction = False
-        else:
-            cp.flush_producer(self.producer, self.tracker, self._timeout)
-            self.dead_letters.raise_for_delivery_errors()
-            cp.commit_offsets(self.consumer, offsets, self._timeout)
-        cp.commit_sinks(staged)
+        prepared = self.context.pre_commit()
+        failpoint("checkpoint.after_flush_sinks")
+        offsets = [
+            TopicPartition(self.physical[t], p, c.offset, c.metadata)
+            for (t, p), c in prepared.offsets.items()
+        ]
+        try:
+            if self.exactly_once:
+                cp.commit_transaction(self.producer, self.consumer, offsets, self.tracker,
+                                      self._timeout)
+                self._in_transaction = False
+            else:
+                cp.flush_producer(self.producer, self.tracker, self._timeout)
+                self.dead_letters.raise_for_delivery_errors()
+                cp.commit_offsets(self.consumer, offsets, self._timeout)
+        except BaseException:
+            self.context.abort(prepared)
+            raise
+        self.context.commit(prepared)
         cp.write_stores(dirty, self.changelogs, self.tracker)
         self._since_checkpoint = 0
+        self._effects = False
         self.checkpoints += 1
         self._purge_repartition(offsets)
         if self._on_checkpoint:
@@ -331,6 +342,7 @@ class Worker:
 
     @property
     def _timeout(self) -> float:
+        """How long a checkpoint step may retry transient errors."""
         return max(self.settings.transient_retry_ms / 1000, 1.0)
 
     def _purge_expired_state(self) -> None:
@@ -340,13 +352,14 @@ class Worker:
         if now - self._purged_at < TTL_PURGE_INTERVAL_S:
             return
         self._purged_at = now
-        partitions = {tp.partition for tp in self.consumer.assignment()}
-        for store in self.topology.stores:
-            if store.ttl_ms:
-                for partition in partitions:
+        for task in list(self.context.tasks):
+            for store in self.topology.stores_of(task.subtopology):
+                if store.ttl_ms:
+                    partition = task.partition
                     purged = self.context.state(store.name, partition).purge_expired()
                     if purged:
-                        log.info("expired %d key(s) of %s[%d]", len(purged), store.name, partition)
+                        log.info("expired %d key(s) of %s[%d]", len(purged), store.name,
+                                 partition)
 
     def _purge_repartition(self, offsets: list[TopicPartition]) -> None:
         internal = {self.physical[t] for t, s in self.topology.sources.items() if s.internal}
@@ -365,33 +378,9 @@ class Worker:
         try:
             failpoint("rebalance.on_assign")
             consumer.assign(partitions)
-            if self.topology.stores and partitions:
-                consumer.pause(partitions)
-                self._restoring.extend(partitions)
+            self.assignments.add(partitions)
         except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
             self._fail(exc)
-
-    def _restore_step(self) -> None:
-        """Restore paused partitions' stores a bounded step at a time; resume finished ones."""
-        if self._rewind:
-            for tp in self._rewind:
-                self.consumer.seek(tp)
-            self._rewind = []
-        if not self._restoring:
-            return
-        for tp in [tp for tp in self._restoring if tp.partition not in self._restore_added]:
-            for store in self.topology.stores:
-                self.restorer.add(store.name, tp.partition, self.changelogs[store.name],
-                                  ttl_ms=store.ttl_ms)
-            self._restore_added.add(tp.partition)
-        self.restorer.step(RESTORE_STEP_RECORDS)
-        pending = self.restorer.pending()
-        done = [tp for tp in self._restoring if tp.partition not in pending]
-        if done:
-            self._restoring = [tp for tp in self._restoring if tp.partition in pending]
-            self._restore_added -= {tp.partition for tp in done}
-            self.consumer.resume(done)
-            log.info("restored the stores of %s", _names(done))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s", _names(partitions))
@@ -407,9 +396,8 @@ class Worker:
         """Partitions were taken away without a chance to commit (session expired).
 
         At-least-once: only the lost partitions' uncommitted state is dropped. Exactly-once: the
-        open transaction (which spans every partition) is aborted, so every partition's
-        uncommitted state is dropped and the partitions kept are rewound to their committed
-        offsets.
+        open transaction spans every partition, so it is aborted, every partition's uncommitted
+        state is dropped and the partitions kept are rewound to their committed offsets.
         """
         log.warning("lost %s: discarding their uncommitted state", _names(partitions))
         if not (self.exactly_once and self._in_transaction):
@@ -418,34 +406,19 @@ class Worker:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         kept = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in lost]
         self._in_transaction = False
+        self._since_checkpoint, self._effects = 0, False
+        self._release(partitions + kept, discard=True)
         try:
             self.producer.abort_transaction(self._timeout)
-            self._release(kept, discard=True, close=False)
-            self._release(partitions, discard=True)
-            self._since_checkpoint = 0
-            reset = OFFSET_BEGINNING if self.options.auto_offset_reset == "earliest" else OFFSET_END
-            self._rewind = [
-                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else reset)
-                for tp in (consumer.committed(kept, timeout=self._timeout) if kept else [])
-            ]
+            self.assignments.add(kept, rewind=True)
         except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
             self._fail(exc)
-            self._release(partitions, discard=True)
 
-    def _release(self, partitions: list[TopicPartition], discard: bool, close: bool = True) -> None:
-        gone = {tp.partition for tp in partitions}
-        for key in [k for k in self.context.caches if k[1] in gone]:
-            cache = self.context.caches.pop(key)
-            if discard:
-                cache.discard()
-        for tp in partitions:
-            self._positions.pop((tp.topic, tp.partition), None)
-        self._restoring = [tp for tp in self._restoring if tp.partition not in gone]
-        if close:
-            for partition in gone:
-                self.restorer.remove_partition(partition)
-                self._restore_added.discard(partition)
-                self.stores.close_partition(partition)
+    def _release(self, partitions: list[TopicPartition], discard: bool) -> None:
+        try:
+            self.assignments.release(partitions, discard=discard)
+        except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
+            self._fail(exc)
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -455,8 +428,7 @@ class Worker:
         existing = topics.partition_counts(admin)
         external = [t for t, spec in self.topology.sources.items() if not spec.internal]
         counts = topics.check_sources(existing, external)
-        groups = getattr(self.topology, "copartition_groups", lambda: [])()
-        topics.check_copartitioned(groups, counts)
+        topics.check_copartitioned(self.topology.copartition_groups(), counts)
         count = max(counts.values())
         replication = self.settings.internal_replication_factor
         topics.ensure_topics(
@@ -464,6 +436,9 @@ class Worker:
             existing, replication_factor=replication, create=self.settings.auto_create_topics,
         )
         ensure_dlq_topic(admin, self.dead_letters.topic, replication_factor=replication)
+        self.dead_letters.max_message_bytes = dlq_size_limit(
+            admin, self.dead_letters.topic, clients.producer_config(self.settings, self.options)
+        )
         internal = [self.physical[t] for t, spec in self.topology.sources.items() if spec.internal]
         topics.ensure_topics(admin, {t: count for t in internal}, existing,
                              replication_factor=replication,
@@ -491,46 +466,6 @@ class Worker:
     def _idle_for(self, seconds: float) -> bool:
         limit = self.options.until_idle_s
         return limit is not None and seconds >= limit and bool(self.consumer.assignment())
-
-    def _member_name(self) -> str:
-        return f"{self.settings.application_id}-{socket.gethostname()}-{self.options.worker_id}"
-
-    def _consumer_config(self, kafka: dict[str, str]) -> dict[str, object]:
-        config: dict[str, object] = {
-            **kafka,
-            "group.id": self.settings.application_id,
-            "client.id": f"{self.settings.kafka_client_id}-{self.options.worker_id}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "session.timeout.ms": self.settings.session_timeout_ms,
-            "auto.offset.reset": self.options.auto_offset_reset,
-            "isolation.level": "read_committed",
-            "queued.max.messages.kbytes": 65536,
-            "fetch.max.bytes": 52428800,
-        }
-        if self.settings.static_membership:
-            config["group.instance.id"] = self._member_name()
-        return config
-
-    def _producer_config(self, kafka: dict[str, str]) -> dict[str, object]:
-        timeout_ms = max(self.settings.transient_retry_ms, 1000)
-        config: dict[str, object] = {
-            **kafka,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 1_000_000,
-            "message.timeout.ms": timeout_ms,
-            # the Java clients' partitioner, so keyed outputs co-partition with Kafka Streams/JVM
-            # producers (librdkafka's default hashes keys differently)
-            "partitioner": "murmur2_random",
-        }
-        if self.exactly_once:
-            config["transactional.id"] = self._member_name()
-            config["transaction.timeout.ms"] = max(60_000, timeout_ms + 10_000)
-        return config
 
     def _close(self) -> None:
         try:
