@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 
+import orjson
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
@@ -121,7 +122,9 @@ def test_an_output_topic_deleted_mid_run_fails_the_worker_and_nothing_is_lost(
     second = produce_events(job.config, job.input, 5_000, keys=97, start_id=5_000)
     assert proc.wait(240) == 0, job.log_tail()
     log = job.log.read_text()
-    assert "not delivered" in log and "created output topic" in log, job.log_tail()
+    # the deliveries (or the produce calls) failed, the worker failed, its successor recreated
+    # the output at start and re-processed everything after the last commit
+    assert "worker failed" in log and "created output topic" in log, job.log_tail()
     expected = merge(first, second)
     ids = echoed_ids(job)
     if guarantee == "exactly-once":
@@ -184,3 +187,18 @@ def test_kill_9_of_the_supervisor_group_under_at_least_once_loses_nothing(reques
     kill_group(proc, signal.SIGKILL)
     job.run(*IDLE)
     assert_outcome(job, expected)
+
+
+def test_each_partitions_stream_time_is_committed_with_its_offset(request, tmp_path) -> None:
+    job = _job(request, "exactly-once", tmp_path)
+    produce_events(job.config, job.input, 4_000, keys=97)
+    job.run(*IDLE)
+    latest: dict[int, int] = {}
+    for msg in read_topic(job.config, job.input):
+        latest[msg.partition()] = max(latest.get(msg.partition(), 0), msg.timestamp()[1])
+    admin = AdminClient(job.config)
+    group = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(job.application_id)])
+    committed = group[job.application_id].result(30).topic_partitions
+    stream_times = {tp.partition: orjson.loads(tp.metadata)["st"] for tp in committed
+                    if tp.topic == job.input}
+    assert stream_times == latest
