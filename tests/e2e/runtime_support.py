@@ -99,7 +99,8 @@ def kill_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
 def wait_for_output(config: dict[str, str], topic: str, at_least: int, timeout: float = 90) -> int:
     """Block until `topic` holds at least `at_least` records (any isolation)."""
     deadline = time.monotonic() + timeout
-    consumer = Consumer({**config, "group.id": f"w-{uuid.uuid4().hex[:8]}"})
+    consumer = Consumer({**config, "group.id": f"w-{uuid.uuid4().hex[:8]}",
+                         "isolation.level": "read_uncommitted"})  # open transactions count
     try:
         while time.monotonic() < deadline:
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -9,7 +9,9 @@ timing. ``--commit-every-records`` makes the number of checkpoints a function of
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 
 import orjson
 import pytest
@@ -202,3 +204,35 @@ def test_each_partitions_stream_time_is_committed_with_its_offset(request, tmp_p
     stream_times = {tp.partition: orjson.loads(tp.metadata)["st"] for tp in committed
                     if tp.topic == job.input}
     assert stream_times == latest
+
+
+def _group_members(admin: AdminClient, group: str) -> int:
+    return len(admin.describe_consumer_groups([group])[group].result(30).members)
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_a_worker_stalled_past_its_session_drops_the_lost_work_and_reprocesses_it(
+    request, tmp_path, guarantee
+) -> None:
+    from tests.e2e.test_chaos import worker_pids
+
+    job = _job(request, guarantee, tmp_path)
+    first = produce_events(job.config, job.input, 10_000, keys=97)
+    # a long interval: the stalled worker holds uncommitted work when it loses its partitions
+    proc = job.run("--batch-size", "500", "--until-idle", "15", wait=False,
+                   env={"HEADWATER_COMMIT_INTERVAL_MS": "600000"})
+    admin = AdminClient(job.config)
+    wait_for_output(job.config, job.echo, 2_000)
+    (worker,) = worker_pids(proc.pid)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while _group_members(admin, job.application_id):  # the broker expires its session
+            assert time.monotonic() < deadline, "the stalled member was never expired"
+            time.sleep(0.5)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    second = produce_events(job.config, job.input, 5_000, keys=97, start_id=10_000)
+    assert proc.wait(180) == 0, job.log_tail()
+    assert "lost " in job.log.read_text(), job.log_tail()
+    assert_outcome(job, merge(first, second))
