@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.errors import HeadwaterError
+from headwater.schemas.layout import PRIMITIVE_TYPES, type_name
 
 __all__ = [
     "ColumnarEncoder",
@@ -41,12 +42,10 @@ __all__ = [
     "UnsupportedSchema",
     "encode_frame",
     "encode_frame_buffer",
-    "polars_schema",
 ]
 
 _I64 = np.int64
 _U8 = np.uint8
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 # (items) -> top-level row index of each item; only called to build an error message.
@@ -711,7 +710,7 @@ def _collect_names(schema: Any, namespace: str | None, names: _Names) -> None:
 def _resolve(schema: Any, names: _Names, namespace: str | None, path: str) -> tuple[Any, str | None]:
     """Named references -> their definition; returns (schema, namespace for nested names)."""
     if isinstance(schema, str):
-        if schema in _PRIMITIVES:
+        if schema in PRIMITIVE_TYPES:
             return schema, namespace
         for key in (_fullname(schema, namespace), schema):
             if key in names:
@@ -723,15 +722,6 @@ def _resolve(schema: Any, names: _Names, namespace: str | None, path: str) -> tu
         full = _fullname(schema["name"], schema.get("namespace", namespace))
         return schema, full.rpartition(".")[0] or None
     return schema, namespace
-
-
-def _type_name(schema: Any) -> str:
-    if isinstance(schema, str):
-        return schema
-    if isinstance(schema, list):
-        return "union"
-    t = schema["type"]
-    return t if isinstance(t, str) else _type_name(t)
 
 
 def _int_converter(arrow_type: pa.DataType, path: str, unit_to: str | None = None) -> Callable[[pa.Array], np.ndarray]:
@@ -816,7 +806,7 @@ def _compile(schema: Any, at: pa.DataType, names: _Names, path: str, namespace: 
     schema, namespace = _resolve(schema, names, namespace, path)
     if isinstance(schema, list):
         return _compile_union(schema, at, names, path, namespace)
-    t = _type_name(schema)
+    t = type_name(schema)
     logical = schema.get("logicalType") if isinstance(schema, dict) else None
     if pa.types.is_dictionary(at) and t != "enum":
         at = at.value_type  # Categorical string column for a string field: decoded below
@@ -905,7 +895,7 @@ def _compile_union(branches: list[Any], at: pa.DataType, names: _Names, path: st
         return _Union(path, null_index, null_index, _Const(path, b""))
     candidates = [i for i, b in enumerate(resolved) if b != "null" and _arrow_fits(branches[i], at, names, namespace)]
     if len(candidates) != 1:
-        names_ = [_type_name(b) for b in resolved]
+        names_ = [type_name(b) for b in resolved]
         why = "no branch matches" if not candidates else "several branches match"
         raise UnsupportedSchema(path, f"union {names_}: {why} the column type {at}; the frame cannot say "
                                       "which branch each row takes")
@@ -921,7 +911,7 @@ def _compile_decimal(schema: dict[str, Any], at: pa.DataType, path: str) -> _Nod
         raise UnsupportedSchema(path, f"column scale {at.scale} exceeds the schema's scale {scale}")
     if precision > 18:
         raise UnsupportedSchema(path, f"decimal precision {precision} > 18 is not supported (int64 path)")
-    return _Decimal(path, 10 ** (scale - at.scale), precision, schema.get("size") if _type_name(schema) == "fixed" else None)
+    return _Decimal(path, 10 ** (scale - at.scale), precision, schema.get("size") if type_name(schema) == "fixed" else None)
 
 
 class _Decimal(_Node):
@@ -969,64 +959,3 @@ class _Decimal(_Node):
             sel = width > j
             shift = np.minimum(8 * (width[sel] - 1 - j), 63)
             out[at[sel] + j] = ((v[sel] >> shift) & 0xFF).astype(_U8)
-
-
-# ---------------------------------------------------------------------------------------------
-# The frame layout as Polars dtypes (for building frames to encode, tests, benchmarks)
-# ---------------------------------------------------------------------------------------------
-
-_POLARS_PRIMITIVES: dict[str, Any] = {
-    "null": pl.Null, "boolean": pl.Boolean, "int": pl.Int32, "long": pl.Int64, "float": pl.Float32,
-    "double": pl.Float64, "bytes": pl.Binary, "string": pl.String,
-}
-
-
-def polars_schema(schema: dict[str, Any] | str) -> pl.Schema:
-    """The Polars schema of a frame holding records of the Avro record ``schema``.
-
-    This is the canonical layout the encoder expects (it also accepts the variants listed in
-    :func:`encode_frame`): record -> Struct, ``["null", T]`` -> T (nullable), array -> List,
-    map -> Map(String, V), enum -> Enum(symbols), fixed/bytes -> Binary, string/uuid -> String,
-    timestamp-millis/micros -> Datetime("ms"/"us", "UTC"), date -> Date, time-millis/micros -> Time,
-    decimal -> Decimal(precision, scale), int -> Int32, long -> Int64, float -> Float32,
-    double -> Float64. Unions of several non-null branches raise :class:`UnsupportedSchema`.
-    """
-    root = json.loads(schema) if isinstance(schema, str) else schema
-    names = _Names(root)
-
-    def conv(s: Any, ns: str | None, path: str) -> Any:
-        s, ns = _resolve(s, names, ns, path)
-        if isinstance(s, list):
-            branches = [b for b in s if _resolve(b, names, ns, path)[0] != "null"]
-            if len(branches) != 1:
-                raise UnsupportedSchema(path, "a union of several non-null branches has no column layout")
-            return conv(branches[0], ns, path)
-        if isinstance(s, str):
-            return _POLARS_PRIMITIVES[s]
-        t, logical = _type_name(s), s.get("logicalType")
-        if logical in ("timestamp-millis", "timestamp-micros") and t == "long":
-            return pl.Datetime("ms" if logical.endswith("millis") else "us", "UTC")
-        if logical in ("local-timestamp-millis", "local-timestamp-micros") and t == "long":
-            return pl.Datetime("ms" if logical.endswith("millis") else "us")
-        if logical == "date" and t == "int":
-            return pl.Date
-        if logical in ("time-millis", "time-micros"):
-            return pl.Time
-        if logical == "decimal" and t in ("bytes", "fixed"):
-            return pl.Decimal(s["precision"], s.get("scale", 0))
-        if t in ("record", "error"):
-            return pl.Struct({f["name"]: conv(f["type"], ns, f"{path}.{f['name']}".lstrip("."))
-                              for f in s["fields"]})
-        if t == "enum":
-            return pl.Enum(s["symbols"])
-        if t == "fixed":
-            return pl.Binary
-        if t == "array":
-            return pl.List(conv(s["items"], ns, f"{path}[]"))
-        if t == "map":
-            return pl.Map(pl.String, conv(s["values"], ns, f"{path}{{}}"))
-        return _POLARS_PRIMITIVES[t]
-
-    struct = conv(root, None, "")
-    return pl.Schema(dict(struct.to_schema()) if hasattr(struct, "to_schema") else
-                     {f.name: f.dtype for f in struct.fields})
