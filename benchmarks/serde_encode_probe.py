@@ -40,7 +40,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from headwater.schemas.columnar_encode import encode_frame, encode_frame_buffer, polars_schema
+from headwater.schemas.columnar_encode import encode_frame, encode_frame_buffer
+from headwater.schemas.layout import frame_schema
 
 ORDER_CREATED: dict[str, Any] = {
     "type": "record", "name": "OrderCreated", "namespace": "headwater.bench",
@@ -125,7 +126,7 @@ def main() -> None:
     registry = SchemaRegistryClient.new_client({"url": "mock://"})
     serializer = AvroSerializer(registry, json.dumps(schema), conf={"auto.register.schemas": True})
     ctx = SerializationContext("orders", MessageField.VALUE)
-    layout = polars_schema(schema)
+    layout = frame_schema(schema)
     results: dict[str, dict[str, float]] = {}
 
     for n in (int(x) for x in args.sizes.split(",")):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -50,6 +51,72 @@ def produce_events(
             producer.poll(0)
     assert producer.flush(60) == 0
     return Inputs(counts, totals, ids)
+
+
+class EventFeeder:
+    """Keeps producing `produce_events`-style events into `topic` from a background thread.
+
+    Starts at once and writes `chunk` events every `pause_s` until `stop`, so a topic being
+    processed always has input still arriving: an engine stopped meanwhile stops mid-stream.
+    """
+
+    def __init__(self, config: dict[str, str], topic: str, keys: int = 50, chunk: int = 200,
+                 pause_s: float = 0.05) -> None:
+        self._producer = Producer({**config, "linger.ms": 20})
+        self._topic, self._keys, self._chunk, self._pause_s = topic, keys, chunk, pause_s
+        self._inputs = Inputs(Counter(), {}, [])
+        self._errors: list = []
+        self._more = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-feeder", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> EventFeeder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():  # the test failed before `stop`: never leave it producing
+            self._more = 0
+            self._stopping.set()
+            self._thread.join(120)
+
+    def stop(self, more: int = 0) -> Inputs:
+        """Produce `more` further events, stop, wait for every delivery; all that was produced."""
+        self._more = more
+        self._stopping.set()
+        self._thread.join(120)
+        assert not self._thread.is_alive(), "the feeder did not stop"
+        assert self._producer.flush(60) == 0 and not self._errors, self._errors[:3]
+        return self._inputs
+
+    def _run(self) -> None:
+        while True:
+            if self._stopping.is_set():
+                n = min(self._chunk, self._more)
+                self._more -= n
+                if n == 0:
+                    return
+            else:
+                n = self._chunk
+            for _ in range(n):
+                self._produce_next()
+            self._producer.poll(0)
+            if not self._stopping.is_set():
+                time.sleep(self._pause_s)
+
+    def _produce_next(self) -> None:
+        i = len(self._inputs.ids)
+        key = f"u{i % self._keys}"
+        amount = float(i % 7) + 0.25
+        self._producer.produce(self._topic, orjson.dumps({"id": i, "amount": amount}), key.encode(),
+                               on_delivery=self._delivered)
+        self._inputs.counts[key] += 1
+        self._inputs.totals[key] = self._inputs.totals.get(key, 0.0) + amount
+        self._inputs.ids.append(i)
+
+    def _delivered(self, err, _msg) -> None:
+        if err is not None:
+            self._errors.append(err)
 
 
 def merge(a: Inputs, b: Inputs) -> Inputs:

@@ -26,8 +26,8 @@ from headwater.schemas.columnar_encode import (
     UnsupportedSchema,
     encode_frame,
     encode_frame_buffer,
-    polars_schema,
 )
+from headwater.schemas.layout import NoFrameLayout, frame_schema
 
 UTC = timezone.utc
 
@@ -45,7 +45,7 @@ def fastavro_rows(schema: dict[str, Any], records: list[dict[str, Any]], schema_
 
 
 def frame_of(schema: dict[str, Any], records: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(records, schema=polars_schema(schema))
+    return pl.DataFrame(records, schema=frame_schema(schema))
 
 
 def assert_identical(schema: dict[str, Any], records: list[dict[str, Any]], frame: pl.DataFrame | None = None,
@@ -317,8 +317,8 @@ def test_unsupported_schemas_and_columns_name_the_field() -> None:
         encode_frame(pl.DataFrame({"a": ["x"]}), rec("T", [("a", {"type": "array", "items": "string"})]))
     with pytest.raises(UnsupportedSchema, match="top-level"):
         ColumnarEncoder({"type": "array", "items": "long"})
-    with pytest.raises(UnsupportedSchema):
-        polars_schema(ambiguous)
+    with pytest.raises(NoFrameLayout):
+        frame_schema(ambiguous)
     with pytest.raises(UnencodableValue, match="schema id"):
         encode_frame(pl.DataFrame({"a": [1]}), rec("M", [("a", "long")]), schema_id=2**32)
 

@@ -11,23 +11,26 @@ from typing import Any
 
 import fastavro
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from headwater.bench.workloads import Expected
+from headwater.connectors.produce import produce
 from headwater.generator import GeneratorConfig, KeyChoice, generate
 from headwater.generator.encode import WireEncoder
 from headwater.schemas.admin import register_schema
 from headwater.schemas.catalog import event_type
 
 ORDER = "order.created"
+DELIVERY_TIMEOUT_S = 120  # librdkafka retries transient errors (NOT_LEADER...) until then
 PRODUCER = {"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
-            "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576}
+            "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
+            "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000}
 
 
 def create_topics(config: dict[str, Any], topics: list[str], partitions: int) -> None:
-    """Create topics (replication 1); existing ones are left alone."""
+    """Create topics (replication 1; existing ones are left alone) and wait for their leaders."""
     admin = AdminClient(config)
     existing = admin.list_topics(timeout=30).topics
     new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
@@ -37,11 +40,70 @@ def create_topics(config: dict[str, Any], topics: list[str], partitions: int) ->
         except Exception as exc:  # noqa: BLE001 - KafkaException wrapping a KafkaError
             if exc.args and getattr(exc.args[0], "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    deadline = time.monotonic() + 30
-    while any(t not in admin.list_topics(timeout=30).topics for t in topics):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topics {topics} not visible after 30 s")
-        time.sleep(0.1)
+    consumer = Consumer({**config, "group.id": f"bench-leaders-{uuid.uuid4().hex[:8]}"})
+    try:
+        wait_for_leaders(admin, consumer, topics)
+    finally:
+        consumer.close()
+
+
+# What a partition answers while its leader is still being elected or is not serving yet.
+_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
+def wait_for_leaders(admin: AdminClient, consumer: Consumer, topics: list[str],
+                     timeout_s: float = 30.0, poll_s: float = 0.1) -> None:
+    """Block until every partition of ``topics`` has a leader that serves it.
+
+    A topic is listed as soon as it is created, but its partitions may have no leader yet, and a
+    leader shown by the metadata may still answer NOT_LEADER_FOR_PARTITION for a moment (seen on
+    the local KRaft broker). So: poll the metadata until every partition shows a leader, then ask
+    each partition for its watermarks (through ``consumer``) until all of them answer.
+
+    Raises:
+        TimeoutError: some partition (or topic) is still not served after ``timeout_s``.
+        KafkaException: a partition answered with an error other than "not ready".
+    """
+    deadline = time.monotonic() + timeout_s
+    while missing := _unserved(admin, consumer, topics, timeout_s):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no serving partition leader after {timeout_s:.0f} s: {', '.join(missing)}")
+        time.sleep(poll_s)
+
+
+def _unserved(admin: AdminClient, consumer: Consumer, topics: list[str], timeout_s: float) -> list[str]:
+    metadata = admin.list_topics(timeout=timeout_s)
+    return leaderless(metadata, topics) or not_serving(consumer, metadata, topics)
+
+
+def leaderless(metadata: ClusterMetadata, topics: list[str]) -> list[str]:
+    """The topics (``name``) and partitions (``name[p]``) of ``topics`` that ``metadata`` shows
+    without a leader; a topic that is missing, in error or has no partitions counts whole."""
+    missing: list[str] = []
+    for topic in topics:
+        meta = metadata.topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            missing.append(topic)
+            continue
+        missing += [f"{topic}[{p}]" for p, part in sorted(meta.partitions.items())
+                    if part.leader < 0 or part.error is not None]
+    return missing
+
+
+def not_serving(consumer: Consumer, metadata: ClusterMetadata, topics: list[str]) -> list[str]:
+    """The partitions (``name[p]``) of ``topics`` whose leader does not answer a watermark request
+    yet (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PART)."""
+    missing: list[str] = []
+    for topic in topics:
+        for p in sorted(metadata.topics[topic].partitions):
+            try:
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NOT_READY:
+                    raise
+                missing.append(f"{topic}[{p}]")
+    return missing
 
 
 def end_offsets(config: dict[str, Any], topic: str) -> dict[int, int]:
@@ -107,25 +169,32 @@ class InputCodec:
 
 def preload(config: dict[str, Any], topic: str, codec: InputCodec, count: int, seed: int,
             users: int, invalid_fraction: float, progress: Callable[[int], None]) -> None:
-    """Produce ``count`` generated order events keyed by userId (not timed)."""
+    """Produce ``count`` generated order events keyed by userId (not timed).
+
+    Transient broker errors (a partition's leader moving, NOT_LEADER_FOR_PARTITION) are retried
+    by librdkafka within ``message.timeout.ms``; a record that still fails raises here.
+    """
     producer = Producer({**config, **PRODUCER})
+    failed: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
     encode = codec.encoder()
     events = order_events(seed, invalid_fraction, users)
     done = 0
     while done < count:
         batch = [next(events) for _ in range(min(5000, count - done))]
         for event, value in zip(batch, encode(batch)):
-            while True:
-                try:
-                    producer.produce(topic, value, event["userId"].encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, topic, value=value, key=event["userId"].encode(), on_delivery=delivered)
         producer.poll(0)
         done += len(batch)
         progress(done)
-    if producer.flush(120):
-        raise RuntimeError(f"preload of {topic} not delivered within 120 s")
+    if producer.flush(DELIVERY_TIMEOUT_S + 30):
+        raise RuntimeError(f"preload of {topic} not delivered in time")
+    if failed:
+        raise RuntimeError(f"preload of {topic}: {len(failed)} records not delivered ({failed[0]})")
 
 
 def read_topic(config: dict[str, Any], topic: str, read_committed: bool = True) -> list[tuple[bytes | None, bytes | None]]:

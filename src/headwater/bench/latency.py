@@ -24,6 +24,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from headwater.connectors.produce import produce
+
 
 @dataclass
 class LatencyResult:
@@ -88,12 +90,7 @@ def measure(config: dict[str, Any], workload: str, input_topic: str, output_topi
             clock.by_event[event_id] = now
         else:
             clock.by_key[key].append(now)
-        while True:
-            try:
-                producer.produce(input_topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce(producer, input_topic, value=value, key=key)
         if i % 256 == 0:
             producer.poll(0)
     producer.flush(60)

@@ -58,7 +58,8 @@ def run_serde(cfg: SerdeSuiteConfig, kafka: dict[str, Any], registry_url: str,
 
     from headwater.bench.kafka_io import ORDER, InputCodec, order_events
     from headwater.schemas.catalog import event_type
-    from headwater.schemas.columnar_encode import ColumnarEncoder, polars_schema
+    from headwater.schemas.columnar_encode import ColumnarEncoder
+    from headwater.schemas.layout import frame_schema
     from headwater.schemas.record_serde import RecordSerde
     from headwater.schemas.registry import SchemaCache
 
@@ -75,7 +76,7 @@ def run_serde(cfg: SerdeSuiteConfig, kafka: dict[str, Any], registry_url: str,
                               conf={"auto.register.schemas": False, "use.latest.version": True})
     record = RecordSerde(SchemaCache(client))
     columnar = ColumnarEncoder(schema)
-    layout = polars_schema(schema)
+    layout = frame_schema(schema)
     batch_decoder = _batch_decoder(registry_url, skipped)
     events = order_events(cfg.seed, 0.0, 10_000)
     rows: list[ResultRow] = []

@@ -19,7 +19,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,18 @@ MARKER_PROPERTY = "headwater.stack.home"
 CCOMPAT_PATH = "/apis/ccompat/v7"
 DEFAULT_START_TIMEOUT_S = 90.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
+
+
+def new_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's ``Uuid``).
+
+    Ids starting with ``-`` are drawn again: ``StorageTool format -t <id>`` parses such an id as
+    an option (1 draw in 64), and Kafka's own ``Uuid.randomUuid()`` skips them for that reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass
@@ -226,7 +237,7 @@ class LocalStack:
             )
         )
         java = self._java_base(log_config=True) + ["-cp", jars.kafka_classpath]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             fmt = subprocess.run(

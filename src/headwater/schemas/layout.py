@@ -20,6 +20,8 @@ _PRIMITIVE: dict[str, pl.DataType] = {
     "null": pl.Null(), "boolean": pl.Boolean(), "int": pl.Int32(), "long": pl.Int64(),
     "float": pl.Float32(), "double": pl.Float64(), "bytes": pl.Binary(), "string": pl.String(),
 }
+PRIMITIVE_TYPES = frozenset(_PRIMITIVE)
+"""The names of Avro's primitive types."""
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
