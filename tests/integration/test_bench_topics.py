@@ -8,6 +8,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from headwater.bench import kafka_io
+from headwater.connectors.readiness import leaderless
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,6 @@ def test_created_topics_answer_for_every_partition_at_once(
     # and then with NOT_LEADER_FOR_PARTITION although the metadata already showed every leader.
     for pair in (bench_topics[i:i + 2] for i in range(0, len(bench_topics), 2)):
         kafka_io.create_topics(kafka_config, pair, partitions=8)
-        assert kafka_io.leaderless(admin.list_topics(timeout=30), pair) == []
+        assert leaderless(admin.list_topics(timeout=30), pair) == []
         for topic in pair:
             assert kafka_io.end_offsets(kafka_config, topic) == {p: 0 for p in range(8)}

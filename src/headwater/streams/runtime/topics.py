@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from headwater.connectors.readiness import wait_for_leaders
 from headwater.errors import StartupError
 
 log = logging.getLogger("headwater.topics")
@@ -69,13 +69,15 @@ def ensure_topics(
     wanted: Mapping[str, int],
     existing: Mapping[str, int],
     *,
+    consumer: Consumer,
     replication_factor: int,
     config: Mapping[str, str] | None = None,
     create: bool = True,
     kind: str = "output",
     timeout_s: float = 30.0,
 ) -> list[str]:
-    """Create the topics of ``wanted`` (name -> partitions) that do not exist; return them.
+    """Create the topics of ``wanted`` (name -> partitions) that do not exist; return them once
+    every partition's leader serves (``consumer`` asks for watermarks).
 
     Raises:
         TopicError: a topic is missing and ``create`` is off, or its creation failed.
@@ -98,26 +100,11 @@ def ensure_topics(
             err = exc.args[0] if exc.args else None
             if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise TopicError(topic, f"cannot create {kind} topic: {exc}") from exc
-    wait_for_leaders(admin, missing, timeout_s)
+    try:
+        wait_for_leaders(admin, consumer, missing, timeout_s)
+    except TimeoutError as exc:
+        raise TopicError(missing[0], str(exc)) from exc
     return missing
-
-
-def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float = 30.0) -> None:
-    """Block until every partition of ``topics`` has a leader (right after creating them)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        meta = admin.list_topics(timeout=timeout_s)
-        pending = [
-            t for t in topics
-            if t not in meta.topics or meta.topics[t].error is not None
-            or not meta.topics[t].partitions
-            or any(p.leader < 0 for p in meta.topics[t].partitions.values())
-        ]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise TopicError(pending[0], f"partitions have no leader after {timeout_s}s")
-        time.sleep(0.1)
 
 
 def purge_repartition(admin: AdminClient, committed: Iterable[TopicPartition]) -> None:

@@ -433,7 +433,8 @@ class Worker:
         replication = self.settings.internal_replication_factor
         topics.ensure_topics(
             admin, {t: count for t in self.topology.outputs if t not in self.physical.values()},
-            existing, replication_factor=replication, create=self.settings.auto_create_topics,
+            existing, consumer=self.consumer, replication_factor=replication,
+            create=self.settings.auto_create_topics,
         )
         ensure_dlq_topic(admin, self.dead_letters.topic, replication_factor=replication)
         self.dead_letters.max_message_bytes = dlq_size_limit(
@@ -441,7 +442,7 @@ class Worker:
         )
         internal = [self.physical[t] for t, spec in self.topology.sources.items() if spec.internal]
         topics.ensure_topics(admin, {t: count for t in internal}, existing,
-                             replication_factor=replication,
+                             consumer=self.consumer, replication_factor=replication,
                              config=topics.REPARTITION_TOPIC_CONFIG, kind="repartition")
         if self.changelogs:
             ensure_changelog_topics(admin, {t: count for t in self.changelogs.values()},

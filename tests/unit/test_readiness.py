@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from headwater.bench.kafka_io import leaderless, not_serving, wait_for_leaders
+from headwater.connectors.readiness import leaderless, not_serving, wait_for_leaders
 
 
 def metadata(**topics: dict[int, int]) -> SimpleNamespace:
