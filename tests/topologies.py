@@ -11,6 +11,7 @@ import os
 import polars as pl
 
 from headwater.streams import Topology, agg
+from headwater.streams.local_sink import LocalDirectorySink
 
 
 def count_per_key() -> Topology:
@@ -22,6 +23,18 @@ def count_per_key() -> Topology:
     ).to_topic(os.environ["HW_TEST_OUTPUT"])
     if os.environ.get("HW_TEST_ECHO"):
         events.select("id").to_topic(os.environ["HW_TEST_ECHO"])
+    return topology
+
+
+def count_per_key_to_directory() -> Topology:
+    """count_per_key whose echo goes to a two-phase ``LocalDirectorySink`` in HW_TEST_SINK_DIR
+    (one Parquet file per task per checkpoint) instead of a topic."""
+    topology = Topology("count-per-key-to-directory")
+    events = topology.source(os.environ["HW_TEST_INPUT"], value_format="json")
+    events.aggregate("counts", n=agg.count(), total=agg.sum("amount")).select(
+        "n", "total", key=pl.col("_key")
+    ).to_topic(os.environ["HW_TEST_OUTPUT"])
+    events.select("id").sink(LocalDirectorySink(os.environ["HW_TEST_SINK_DIR"]))
     return topology
 
 

@@ -236,3 +236,31 @@ def test_a_worker_stalled_past_its_session_drops_the_lost_work_and_reprocesses_i
     assert proc.wait(180) == 0, job.log_tail()
     assert "lost " in job.log.read_text(), job.log_tail()
     assert_outcome(job, merge(first, second))
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+@pytest.mark.parametrize("step", ["checkpoint.after_flush_sinks", "checkpoint.after_commit"])
+def test_a_two_phase_sink_keeps_what_a_failed_checkpoint_may_have_committed(
+    request, tmp_path, step: str, guarantee: str
+) -> None:
+    """A failure before the commit request discards the staged files; a failure after it (the
+    commit happened, or its outcome is unknown) leaves them for the successor's recover, which
+    publishes exactly those of committed checkpoints: every input ends up in the directory,
+    exactly once under exactly-once."""
+    import polars as pl
+
+    job = _job(request, guarantee, tmp_path)
+    job.topology = "tests.topologies:count_per_key_to_directory"
+    directory = tmp_path / "sink"
+    job.env.update({"HW_TEST_SINK_DIR": str(directory), "HEADWATER_FAILPOINTS": f"{step}=raise@3"})
+    expected = produce_events(job.config, job.input, 20_000, keys=97)
+    job.run(*IDLE, *CHECKPOINT_EVERY)
+    fired(job, tmp_path, step)
+    published = sorted(directory.glob("*.parquet"))
+    ids = sorted(pl.concat([pl.read_parquet(p) for p in published])["id"].to_list())
+    assert not list((directory / "_staging").glob("*.parquet")), "staged files left behind"
+    if guarantee == "exactly-once":
+        assert ids == expected.ids, job.log_tail()
+        job.assert_exact(expected)
+    else:
+        assert set(ids) == set(expected.ids), job.log_tail()

@@ -11,9 +11,11 @@ The worker's calls, in order (docs/architecture.md, "Contracts"):
 - on assignment: ``assign_tasks(partitions, committed)`` (after restoring the stores);
 - per batch of one source topic: ``process(spec, decoder, batch)``;
 - from the loop before each checkpoint and when idle: ``punctuate(wall_ms)``;
-- checkpoint: ``prepared = pre_commit()``; changelogs; commit ``prepared.offsets`` (with their
-  metadata) in the transaction / offset commit; ``commit(prepared)``; flush the dirty caches.
-  If the Kafka commit fails: ``abort(prepared)``;
+- checkpoint: changelogs; ``prepared = pre_commit()``; flush the producer; commit
+  ``prepared.offsets`` (with their metadata) in the transaction / offset commit;
+  ``commit(prepared)``; flush the dirty caches. If anything fails before the commit was
+  requested: ``abort(prepared)``; after it (outcome possibly unknown), neither: the sinks'
+  ``recover`` settles it on the next assignment;
 - on revocation (after a checkpoint): ``release_tasks(tasks_for(partitions), discard=False)``;
   when partitions are lost: ``release_tasks(tasks_for(partitions), discard=True)``; then close
   the returned store partitions.
@@ -399,8 +401,10 @@ class BatchContext(ABC):
             state.first.clear()
 
     def abort(self, prepared: PreparedCheckpoint | None) -> None:
-        """The Kafka commit failed (or a sink's ``pre_commit``): discard what the sinks staged
-        and restore the tasks' checkpoint sequences."""
+        """The checkpoint failed before its Kafka commit was requested (or a sink's
+        ``pre_commit`` failed): discard what the sinks staged and restore the tasks' checkpoint
+        sequences. Never call it once the commit was requested: if that commit did succeed,
+        the staged data belongs to it (``Sink.recover`` publishes it)."""
         if prepared is None:
             for sink in self.topology.sinks:
                 sink.abort(None)

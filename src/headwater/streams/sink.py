@@ -119,7 +119,9 @@ class Sink(Protocol):
       those tasks;
     - ``write(task, frame)`` for every batch, per task (stage in memory; publish nothing);
     - at each checkpoint: ``pre_commit(checkpoint)`` before the Kafka commit, then
-      ``commit(staged)`` after it succeeded, or ``abort(staged)`` if it failed;
+      ``commit(staged)`` after it succeeded, or ``abort(staged)`` if the checkpoint failed
+      before the commit was requested (after that, a failure leaves the outcome possibly
+      unknown: neither is called and the next owner's ``recover`` decides);
     - ``on_revoke(tasks)`` after the checkpoint that precedes a revocation (nothing is pending),
       ``on_lost(tasks)`` when tasks are gone without a checkpoint (drop their buffers; leave
       their staged data to the next owner's ``recover``);

@@ -7,14 +7,18 @@ The order, each step its own function below (``Worker.checkpoint`` calls them in
 2. ``BatchContext.pre_commit``: every task's checkpoint sequence advances, external sinks make
    what they staged durable but invisible, and the offsets to commit get each task's metadata
    (stream time, checkpoint sequence).
-3. ``flush_producer`` (at-least-once): wait until outputs, dead letters and changelog records are
-   acknowledged. ``commit_transaction`` (exactly-once) instead: the consumed offsets (with each
-   task's stream time as offset metadata) go into the transaction with the consumer group
-   metadata, then the transaction commits: outputs, dead letters, changelogs and offsets at once.
-4. ``commit_offsets`` (at-least-once only): commit the consumed offsets (+ metadata).
+3. ``flush_producer``: wait until outputs, dead letters and changelog records are acknowledged
+   (under exactly-once: written into the open transaction). If this fails, nothing was asked to
+   commit, so ``BatchContext.abort`` discards what the sinks pre-committed.
+4. ``commit_transaction`` (exactly-once): the consumed offsets (with each task's metadata) go
+   into the transaction with the consumer group metadata, then the transaction commits: outputs,
+   dead letters, changelogs and offsets at once. ``commit_offsets`` (at-least-once): a
+   synchronous commit of the consumed offsets (+ metadata). Once the commit was requested its
+   outcome may be unknown after a failure (a timeout), so staged sink data is left alone: the
+   sink's ``recover`` on the next assignment sees the committed checkpoint sequence and
+   publishes or discards it.
 5. ``BatchContext.commit``: sinks publish what they pre-committed (idempotent; a crash before
-   this step is finished by the sink's ``recover`` on the next assignment, which sees the
-   committed checkpoint sequence). If step 3 or 4 fails, ``BatchContext.abort`` discards it.
+   this step is finished by ``recover`` in the same way).
 6. ``write_stores``: write each write-back cache to RocksDB in one WriteBatch together with the
    changelog offset it now reflects.
 
@@ -24,7 +28,7 @@ its successor re-processes from the last committed offsets. Delivery errors are 
 :class:`DeliveryTracker`: once a record failed, every later checkpoint attempt fails too.
 
 What a crash costs:
-- before step 3 completes: nothing of the interval is committed. At-least-once: outputs and dead
+- before step 4 completes: nothing of the interval is committed. At-least-once: outputs and dead
   letters already sent are produced again on replay (duplicates downstream); exactly-once: the
   transaction aborts, read_committed consumers never see them. State is exact either way (the
   cache was never written; changelog records of an aborted transaction are skipped by restore).
@@ -106,7 +110,7 @@ def produce_changelogs(
 
 
 def flush_producer(producer: Producer, tracker: DeliveryTracker, timeout_s: float) -> None:
-    """Step 3 (at-least-once): wait for every queued record to be acknowledged."""
+    """Step 3: wait for every queued record to be acknowledged; raise if any ever failed."""
     remaining = producer.flush(timeout_s)
     if remaining:
         raise CheckpointError(f"{remaining} record(s) still undelivered after {timeout_s:.0f}s")
@@ -115,18 +119,13 @@ def flush_producer(producer: Producer, tracker: DeliveryTracker, timeout_s: floa
 
 
 def commit_transaction(
-    producer: Producer,
-    consumer: Consumer,
-    offsets: list[TopicPartition],
-    tracker: DeliveryTracker,
-    timeout_s: float,
+    producer: Producer, consumer: Consumer, offsets: list[TopicPartition], timeout_s: float
 ) -> None:
-    """Step 3 (exactly-once): offsets into the transaction, then commit it.
+    """Step 4 (exactly-once): offsets into the transaction, then commit it (after step 3).
 
     Retriable errors are retried until ``timeout_s``; an error that requires an abort, a fatal
     error or a fenced producer raises :class:`CheckpointError` (the worker aborts and exits).
     """
-    flush_producer(producer, tracker, timeout_s)
     deadline = time.monotonic() + timeout_s
     if offsets:
         _retrying(lambda: producer.send_offsets_to_transaction(

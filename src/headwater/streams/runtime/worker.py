@@ -314,23 +314,24 @@ class Worker:
         self.begin_effects()
         cp.produce_changelogs(self.producer, dirty, self.changelogs, self.tracker)
         prepared = self.context.pre_commit()
-        failpoint("checkpoint.after_flush_sinks")
+        try:
+            failpoint("checkpoint.after_flush_sinks")
+            cp.flush_producer(self.producer, self.tracker, self._timeout)
+            self.dead_letters.raise_for_delivery_errors()
+        except BaseException:
+            self.context.abort(prepared)  # nothing was asked to commit
+            raise
         offsets = [
             TopicPartition(self.physical[t], p, c.offset, c.metadata)
             for (t, p), c in prepared.offsets.items()
         ]
-        try:
-            if self.exactly_once:
-                cp.commit_transaction(self.producer, self.consumer, offsets, self.tracker,
-                                      self._timeout)
-                self._in_transaction = False
-            else:
-                cp.flush_producer(self.producer, self.tracker, self._timeout)
-                self.dead_letters.raise_for_delivery_errors()
-                cp.commit_offsets(self.consumer, offsets, self._timeout)
-        except BaseException:
-            self.context.abort(prepared)
-            raise
+        # From here a failure may leave the commit's outcome unknown: staged sink data is left
+        # for the sink's recover() to publish or discard against the committed sequence.
+        if self.exactly_once:
+            cp.commit_transaction(self.producer, self.consumer, offsets, self._timeout)
+            self._in_transaction = False
+        else:
+            cp.commit_offsets(self.consumer, offsets, self._timeout)
         self.context.commit(prepared)
         cp.write_stores(dirty, self.changelogs, self.tracker)
         self._since_checkpoint = 0
