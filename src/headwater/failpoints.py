@@ -3,7 +3,7 @@
 Off unless the environment variable ``HEADWATER_FAILPOINTS`` is set, so production pays one dict
 lookup per checkpoint step. Fault-injection tests set it for a ``headwater run`` subprocess::
 
-    HEADWATER_FAILPOINTS="checkpoint.before_commit=kill@3,batch.after_operators=raise"
+    HEADWATER_FAILPOINTS="checkpoint.after_flush=kill@3,batch.after_operators=raise"
     HEADWATER_FAILPOINTS_FIRED=/tmp/test-x/fired   # optional: fire each failpoint once in all
 
 Each entry is ``name=action[@n]``: the action runs on the ``n``-th time (default 1) the process

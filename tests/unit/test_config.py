@@ -82,6 +82,17 @@ def test_each_invalid_value_is_rejected_by_name(overrides: dict, setting: str) -
     assert info.value.source == f"--{setting.replace('_', '-')}"
 
 
+def test_kafka_extra_cannot_override_what_the_runtime_relies_on(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, "kafka_extra:\n  partition.assignment.strategy: "
+                                      "cooperative-sticky\n  linger.ms: '20'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=profile)
+    assert info.value.setting == "kafka_extra"
+    assert "partition.assignment.strategy" in info.value.reason
+    tuning = write_profile(tmp_path, "kafka_extra:\n  linger.ms: '20'\n")
+    assert load_settings(config_file=tuning).kafka_client_config()["linger.ms"] == "20"
+
+
 def test_unknown_profile_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config_file=write_profile(tmp_path, "wrokers: 2\n"))

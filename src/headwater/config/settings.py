@@ -35,6 +35,13 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 
+RUNTIME_OWNED_PROPERTIES = frozenset({
+    "group.id", "group.instance.id", "enable.auto.commit", "enable.auto.offset.store",
+    "isolation.level", "partition.assignment.strategy", "group.protocol", "transactional.id",
+    "enable.idempotence",
+})
+
+
 class Settings(BaseSettings):
     """Every setting of a headwater process. Immutable once loaded.
 
@@ -142,6 +149,17 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http(s):// URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("kafka_extra")
+    @classmethod
+    def _no_properties_the_runtime_owns(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = sorted(k for k in value if k in RUNTIME_OWNED_PROPERTIES)
+        if owned:
+            raise ValueError(
+                f"{', '.join(owned)} cannot be set: the runtime relies on its own value "
+                "(manual commits, eager rebalancing, read_committed, transactions)"
+            )
+        return value
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka properties shared by every consumer, producer and admin client."""

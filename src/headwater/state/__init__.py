@@ -13,7 +13,7 @@ from headwater.state.changelog import (
     ensure_changelog_topics,
     restore,
 )
-from headwater.state.errors import StateError
+from headwater.state.errors import StateError, StoreLocked
 from headwater.state.manager import StateManager
 from headwater.state.restorer import ChangelogRestorer
 from headwater.state.rocksdb import RocksDBStore
@@ -29,6 +29,7 @@ __all__ = [
     "MemoryStore",
     "RocksDBStore",
     "StateError",
+    "StoreLocked",
     "StateManager",
     "TtlCodec",
     "WriteBackCache",

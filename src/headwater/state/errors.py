@@ -43,3 +43,8 @@ class StateError(HeadwaterError):
             if value is not None
         ]
         super().__init__(f"{reason} ({', '.join(ctx)})" if ctx else reason)
+
+
+class StoreLocked(StateError):
+    """A store directory is locked by another open store (RocksDB's LOCK file), usually the
+    previous owner of the partition in another process that has not closed it yet."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import rocksdict
 
+from headwater.state.errors import StoreLocked
 from headwater.state.store import NO_OFFSET, _BaseStore, _not_bytes
 from headwater.state.ttl import Clock
 
@@ -75,8 +76,9 @@ class RocksDBStore(_BaseStore):
         clock: source of "now" in seconds (``time.time`` by default).
 
     Raises:
-        StateError: the directory is locked by another open store (in this or another process:
-            RocksDB's LOCK file; opening fails at once, it never waits) or cannot be opened.
+        StoreLocked: the directory is locked by another open store (in this or another process:
+            RocksDB's LOCK file; opening fails at once, it never waits).
+        StateError: the store cannot be opened for another reason.
     """
 
     def __init__(
@@ -100,7 +102,7 @@ class RocksDBStore(_BaseStore):
             msg = str(exc)
             if "lock" in msg.lower():
                 reason = f"store directory is locked by another open store: {msg}"
-                raise self._error(reason) from exc
+                raise StoreLocked(reason, store=name, partition=partition, path=self._path) from exc
             raise self._error(f"cannot open RocksDB store: {msg}") from exc
         self._meta_cf = self._db.get_column_family_handle(META_CF)
         meta = self._db.get_column_family(META_CF)

@@ -2,7 +2,8 @@
 
 The stream is written, keyed by the new key, to an internal topic ``<application_id>-<store>-
 repartition`` (Avro with a schema derived from the frame, registered under ``<topic>-value``), and
-the stateful operator reads it back as an internal source. Record timestamps are kept. Under
+the stateful operator reads it back as an internal source. The runtime creates the topic at start
+(``runtime.topics``: infinite retention; consumed records are deleted after each checkpoint). Record timestamps are kept. Under
 exactly-once the repartition records are part of the same transaction as everything else.
 """
 
@@ -13,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from headwater.errors import HeadwaterError
 from headwater.streams.context import ProcessingContext
@@ -26,31 +25,6 @@ REPARTITION_SUFFIX = "-repartition"
 
 class UnsupportedColumnType(HeadwaterError):
     """A column's Polars type has no Avro counterpart for the repartition topic."""
-
-
-REPARTITION_RETENTION_MS = 24 * 3600 * 1000
-
-
-def ensure_repartition_topics(admin: AdminClient, topics: list[str], partitions: int) -> None:
-    """Create missing repartition topics (delete policy, one day of retention)."""
-    existing = admin.list_topics(timeout=30).topics
-    wanted = [
-        NewTopic(t, num_partitions=partitions, replication_factor=-1,
-                 config={"cleanup.policy": "delete", "retention.ms": str(REPARTITION_RETENTION_MS)})
-        for t in topics if t not in existing
-    ]
-    if not wanted:
-        return
-    for topic, future in admin.create_topics(wanted).items():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RepartitionTopicError(f"cannot create {topic}: {exc}") from exc
-
-
-class RepartitionTopicError(HeadwaterError):
-    """A repartition topic could not be created."""
 
 
 @dataclass

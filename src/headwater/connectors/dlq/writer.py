@@ -20,7 +20,7 @@ from headwater.connectors.dlq.records import (
     dlq_headers,
     header_bytes,
 )
-from headwater.connectors.produce import ProducerQueueFull, produce
+from headwater.connectors.produce import ProducerQueueFull, produce, purged
 from headwater.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -321,7 +321,7 @@ class DeadLetterWriter:
             f"{exc} ({letter.source_topic}:{letter.source_partition}:{letter.source_offset})")
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
+        if err is not None and not purged(err):
             self._failed += 1
             self._too_large = self._too_large or _code(err) == KafkaError.MSG_SIZE_TOO_LARGE
             if self._first_error is None:

@@ -1,7 +1,9 @@
 """Assigned partitions on their way to processing, and back out.
 
-A newly assigned partition is paused at once (inside the assign callback). The worker's poll
-loop then restores its task's stores a bounded step at a time (:class:`ChangelogRestorer`, so a
+A newly assigned partition is paused at once (inside the assign callback, which does nothing
+else). The worker's poll loop then opens its task's stores (retrying while another process, the
+partition's previous owner, still holds a store's RocksDB lock), restores them a bounded step at
+a time (:class:`ChangelogRestorer`, so a
 long restore never blocks the group protocol), reads the committed offset and metadata, hands
 the task to the batch context (``assign_tasks``: stream time, checkpoint sequence, sink
 recovery), and resumes the partition. Revoked or lost partitions leave in one call: restore
@@ -11,9 +13,13 @@ cancelled, tasks released (discarding uncommitted changes when asked), stores cl
 from __future__ import annotations
 
 import logging
+import time
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition,
+)
 
+from headwater.state.errors import StateError, StoreLocked
 from headwater.state.manager import StateManager
 from headwater.state.restorer import ChangelogRestorer
 from headwater.streams.batch import BatchContext
@@ -36,7 +42,8 @@ class Assignments:
         changelogs: store name -> changelog topic.
         logical: physical topic -> logical topic of the topology.
         auto_offset_reset: where a partition without a committed offset starts after a rewind.
-        timeout_s: for committed-offset lookups.
+        timeout_s: for committed-offset lookups, and how long a store may stay locked by
+            another process before the worker fails.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class Assignments:
         self.pending: list[TopicPartition] = []
         self._rewind: set[tuple[str, int]] = set()
         self._restoring: set[tuple[str, int]] = set()  # (store, partition) queued in the restorer
+        self._to_open: dict[tuple[str, int], float] = {}  # (store, partition) -> first attempt
 
     def add(self, partitions: list[TopicPartition], rewind: bool = False) -> None:
         """Pause ``partitions`` until their tasks are ready; ``rewind`` seeks them back to the
@@ -68,20 +76,44 @@ class Assignments:
         for tp in partitions:
             logical = self.logical[tp.topic]
             for store in self.topology.stores_of(self.topology.subtopology_of(logical)):
-                if (store.name, tp.partition) not in self._restoring:
-                    self._restoring.add((store.name, tp.partition))
-                    self.restorer.add(store.name, tp.partition, self.changelogs[store.name],
-                                      ttl_ms=store.ttl_ms)
+                key = (store.name, tp.partition)
+                if key not in self._restoring and key not in self._to_open:
+                    self._to_open[key] = 0.0
             if rewind:
                 self._rewind.add((tp.topic, tp.partition))
         self.pending.extend(partitions)
+
+    def _open_stores(self) -> None:
+        """Open and queue for restore every store added since; a store still locked by another
+        process is retried on the next step until ``timeout_s`` has passed."""
+        specs = {s.name: s for s in self.topology.stores}
+        now = time.monotonic()
+        for (name, partition), first in list(self._to_open.items()):
+            try:
+                self.restorer.add(name, partition, self.changelogs[name],
+                                  ttl_ms=specs[name].ttl_ms)
+            except StoreLocked as exc:
+                if not first:
+                    self._to_open[(name, partition)] = now
+                    log.info("store %s[%d] is still locked (its previous owner is closing it); "
+                             "retrying", name, partition)
+                elif now - first > self.timeout_s:
+                    raise StateError(
+                        f"still locked after {self.timeout_s:.0f}s: {exc.reason}",
+                        store=name, partition=partition, path=exc.path,
+                    ) from exc
+                continue
+            del self._to_open[(name, partition)]
+            self._restoring.add((name, partition))
 
     def step(self) -> None:
         """Restore a step; hand every partition whose stores are current to the context."""
         if not self.pending:
             return
+        if self._to_open:
+            self._open_stores()
         self.restorer.step(RESTORE_STEP_RECORDS)
-        restoring = self.restorer.pending()
+        restoring = self.restorer.pending() | {p for _, p in self._to_open}
         ready = [tp for tp in self.pending if tp.partition not in restoring]
         self._restoring = {k for k in self._restoring if k[1] in restoring}
         if not ready:
@@ -90,6 +122,9 @@ class Assignments:
         committed = self.consumer.committed(
             [TopicPartition(tp.topic, tp.partition) for tp in ready], timeout=self.timeout_s
         )
+        failed = [c for c in committed if c.error is not None]
+        if failed:
+            raise KafkaException(failed[0].error)  # transient or not: the worker restarts
         self.context.assign_tasks(
             [(self.logical[tp.topic], tp.partition) for tp in ready],
             {(self.logical[c.topic], c.partition): Committed(c.offset, c.metadata)
@@ -112,6 +147,7 @@ class Assignments:
         for partition in {p for _, p in gone} - {tp.partition for tp in self.pending}:
             self.restorer.remove_partition(partition)
             self._restoring = {k for k in self._restoring if k[1] != partition}
+            self._to_open = {k: v for k, v in self._to_open.items() if k[1] != partition}
         tasks = self.context.tasks_for([(self.logical[t], p) for t, p in gone])
         for store, partition in self.context.release_tasks(tasks, discard=discard):
             self.stores.close(store, partition)

@@ -49,6 +49,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from headwater.connectors.produce import produce as produce_retrying
+from headwater.connectors.produce import purged
 from headwater.errors import HeadwaterError
 from headwater.failpoints import failpoint
 from headwater.state.cache import WriteBackCache
@@ -67,7 +68,7 @@ class DeliveryTracker:
     failed: int = 0
 
     def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
+        if err is not None and not purged(err):  # purged: an abort we chose (on_lost)
             self.failed += 1
             if len(self.errors) < 5:
                 self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")

@@ -23,7 +23,8 @@ def member_name(settings: Settings, options: WorkerOptions) -> str:
 
 
 def consumer_config(settings: Settings, options: WorkerOptions) -> dict[str, object]:
-    """Manual commits, read_committed, generous fetch buffers, optional static membership."""
+    """Manual commits, read_committed, eager rebalancing, generous fetch buffers, optional
+    static membership (``kafka_extra`` cannot override these: see Settings)."""
     config: dict[str, object] = {
         **settings.kafka_client_config(),
         "group.id": settings.application_id,
@@ -33,6 +34,9 @@ def consumer_config(settings: Settings, options: WorkerOptions) -> dict[str, obj
         "session.timeout.ms": settings.session_timeout_ms,
         "auto.offset.reset": options.auto_offset_reset,
         "isolation.level": "read_committed",
+        # eager rebalancing: the callbacks assign()/unassign() whole assignments and checkpoint
+        # before every revocation (cooperative protocols would need incremental_assign)
+        "partition.assignment.strategy": "range,roundrobin",
         "queued.max.messages.kbytes": 65536,
         "fetch.max.bytes": 52428800,
     }

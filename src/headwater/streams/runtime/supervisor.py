@@ -2,7 +2,8 @@
 
 Workers are processes (the GIL makes threads useless for CPU-bound batches), started with the
 ``spawn`` method so each imports the topology afresh. On SIGTERM/SIGINT the supervisor forwards
-SIGTERM to every worker, waits for their final checkpoints, and exits 0. A worker that exits 0 by
+SIGTERM to every worker, waits for their final checkpoints, and exits 0 (1 if a final checkpoint
+failed). A worker that exits 0 by
 itself (e.g. ``--until-idle``) is not restarted; the supervisor returns when all have finished.
 
 Failures: a worker that fails exits non-zero having committed nothing after its last checkpoint
@@ -115,8 +116,9 @@ def supervise(reference: str, settings: Settings, options: WorkerOptions) -> int
     """Run ``settings.workers`` workers until they finish or a signal stops them; exit code.
 
     Returns:
-        0 when every worker finished or a signal stopped them; 1 when a worker failed
-        ``max_restarts`` times in a row (or a worker did not stop); 2 on a startup error.
+        0 when every worker finished or a signal stopped them cleanly; 1 when a worker failed
+        ``max_restarts`` times in a row, failed while stopping (its final checkpoint) or did
+        not stop; 2 on a startup error.
     """
     load_topology(reference)  # fail fast, in the supervisor, on a bad reference
     ctx = mp.get_context("spawn")
@@ -235,4 +237,7 @@ def _stop_all(slots: list[_Slot]) -> int:
         log.error("worker %s did not stop within %ss; killing it", proc.name, STOP_TIMEOUT_S)
         proc.kill()
         proc.join()
-    return 1 if stubborn else 0
+    failed = [p for p in live if p not in stubborn and p.exitcode != 0]
+    for proc in failed:  # e.g. its final checkpoint failed: nothing after the last one committed
+        log.error("worker %s failed while stopping (exit %s)", proc.name, proc.exitcode)
+    return EXIT_FAILED if stubborn or failed else 0

@@ -51,6 +51,7 @@ from headwater.streams.topology import Topology
 log = logging.getLogger("headwater.worker")
 
 TTL_PURGE_INTERVAL_S = 60.0
+REPARTITION_PURGE_INTERVAL_S = 30.0  # like Kafka Streams' repartition.purge.interval.ms
 PROGRESS_INTERVAL_S = 10.0
 
 
@@ -160,7 +161,7 @@ class Worker:
         self._effects = False  # records produced since the last checkpoint (timers included)
         self._in_transaction = False
         self._assigned_at = 0.0
-        self._purged_at = time.monotonic()
+        self._purged_at = self._repartition_purged_at = time.monotonic()
         self._reported_at = time.monotonic()
         self._reported_records = 0
         self._avro = None
@@ -202,6 +203,7 @@ class Worker:
             raise
         finally:
             self._close()
+        self._raise_if_failed()  # e.g. the revoke callback's checkpoint failed while closing
 
     def stop(self) -> None:
         """Ask the loop to end after the current batch (safe from a signal handler)."""
@@ -363,6 +365,12 @@ class Worker:
                                  partition)
 
     def _purge_repartition(self, offsets: list[TopicPartition]) -> None:
+        """At most every REPARTITION_PURGE_INTERVAL_S, delete the repartition records below the
+        offsets just committed (they are processed)."""
+        now = time.monotonic()
+        if now - self._repartition_purged_at < REPARTITION_PURGE_INTERVAL_S:
+            return
+        self._repartition_purged_at = now
         internal = {self.physical[t] for t, s in self.topology.sources.items() if s.internal}
         if internal and self._admin is not None:
             topics.purge_repartition(self._admin, [tp for tp in offsets if tp.topic in internal])
@@ -405,9 +413,13 @@ class Worker:
             self._release(partitions, discard=True)
             return
         lost = {(tp.topic, tp.partition) for tp in partitions}
-        kept = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in lost]
         self._in_transaction = False
         self._since_checkpoint, self._effects = 0, False
+        try:
+            kept = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in lost]
+        except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by the loop
+            self._fail(exc)
+            kept = []
         self._release(partitions + kept, discard=True)
         try:
             self.producer.abort_transaction(self._timeout)
@@ -470,19 +482,33 @@ class Worker:
         return limit is not None and seconds >= limit and bool(self.consumer.assignment())
 
     def _close(self) -> None:
+        """Release everything; each step runs even if an earlier one failed, and a failure here
+        fails the worker (``run`` then raises)."""
+        steps = [
+            ("close the consumer", self._close_consumer),
+            ("flush the producer", self._flush_or_purge),
+            *((f"close sink {type(sink).__name__}", sink.close) for sink in self.topology.sinks),
+            ("close the restorer", self.restorer.close),
+            ("close the stores", self.stores.close_all),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - every step must run; the first failure counts
+                log.warning("could not %s: %s", what, exc)
+                self._fail(exc)
+
+    def _close_consumer(self) -> None:
         try:
-            self.consumer.close()  # runs on_revoke: a failed worker only releases
-        except KafkaException as exc:
+            self.consumer.close()  # runs on_revoke: its checkpoint (a failed worker only releases)
+        except KafkaException as exc:  # leaving the group failed: the session expiry does it
             log.warning("consumer close: %s", exc)
-        finally:
-            if self.failure is None:
-                self.producer.flush(10)
-            else:
-                self.producer.purge()
-            for sink in self.topology.sinks:
-                sink.close()
-            self.restorer.close()
-            self.stores.close_all()
+
+    def _flush_or_purge(self) -> None:
+        if self.failure is None:
+            self.producer.flush(10)
+        else:
+            self.producer.purge()
 
 
 def _names(partitions: list[TopicPartition]) -> str:
