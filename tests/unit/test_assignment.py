@@ -105,3 +105,49 @@ def test_a_store_locked_for_longer_than_the_timeout_fails_naming_the_store(tmp_p
         assignments.step()
     assert info.value.store == "counts" and info.value.partition == 0
     previous_owner.close_all()
+
+
+class Message:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._tp = (topic, partition, offset)
+
+    def topic(self):
+        return self._tp[0]
+
+    def partition(self):
+        return self._tp[1]
+
+    def offset(self):
+        return self._tp[2]
+
+    def error(self):
+        return None
+
+
+def test_records_of_a_partition_whose_task_is_not_ready_are_held_back_and_sought_again(tmp_path):
+    assignments, consumer, _ = setup(tmp_path, 30)
+    sought = []
+    consumer.seek = lambda tp: sought.append((tp.topic, tp.partition, tp.offset))
+    assignments.add([TopicPartition("in", 1)])  # pending: its store is not open yet
+    messages = [Message("in", 0, 7), Message("in", 1, 40), Message("in", 1, 41),
+                Message("in", 0, 8)]
+    kept = assignments.hold_back(messages)
+    assert [(m.partition(), m.offset()) for m in kept] == [(0, 7), (0, 8)]
+    assert sought == [("in", 1, 40)]  # fetched again from the first held-back record
+
+
+def test_a_partition_to_be_rewound_is_not_sought_to_its_held_back_records(tmp_path):
+    assignments, consumer, _ = setup(tmp_path, 30)
+    sought = []
+    consumer.seek = lambda tp: sought.append((tp.topic, tp.partition, tp.offset))
+    assignments.add([TopicPartition("in", 1)], rewind=True)
+    assert assignments.hold_back([Message("in", 1, 40)]) == []
+    assert sought == []  # step() seeks it to the committed offset instead
+
+
+def test_resuming_partitions_records_when_so_idleness_counts_from_there(tmp_path):
+    assignments, _, _ = setup(tmp_path, 30)
+    assert assignments.resumed_at == 0.0
+    assignments.add([TopicPartition("in", 0)])
+    assignments.step()
+    assert assignments.resumed_at > 0.0

@@ -166,3 +166,16 @@ def test_assignment_restores_a_joined_task_from_the_partitions_that_were_committ
     assert driver.stream_time(TaskId(0, 1)) == 9
     assert driver.offset_metadata(TaskId(0, 1)) == '{"cs":4,"st":9}'
     assert driver.assign_tasks([("left", 1)], {}) == set()  # already assigned: left alone
+
+
+def test_records_of_a_task_never_assigned_fail_instead_of_starting_it_without_history() -> None:
+    from headwater.streams.batch import plain_decoder
+    from headwater.streams.records import RecordBatch
+
+    topology = Topology("strict")
+    topology.source("in", value_format="json").aggregate("counts", n=agg.count())
+    driver = InProcessTestDriver(topology)  # no partition counts: nothing assigned up front
+    batch = RecordBatch("in", [2], [0], [0], [b"k"], [b'{"x": 1}'])
+    spec = topology.sources["in"]
+    with pytest.raises(TaskError, match=r"in\[2\] arrived before its task"):
+        driver.process(spec, plain_decoder(spec), batch)

@@ -238,8 +238,9 @@ class BatchContext(ABC):
             picked = offsets[partitions == p]
             task = TaskId(sub, int(p))
             state = self.tasks.get(task)
-            if state is None:  # the worker did not call assign_tasks: a task without history
-                state = self.tasks[task] = TaskState()
+            if state is None:
+                raise TaskError(f"records of {topic}[{int(p)}] arrived before its task {task} "
+                                "was assigned (assign_tasks)")
             state.consumed((topic, int(p)), int(picked.min()), int(picked.max()))
 
     def topology_children(self, topic: str) -> list:

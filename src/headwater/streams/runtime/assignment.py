@@ -6,7 +6,8 @@ partition's previous owner, still holds a store's RocksDB lock), restores them a
 a time (:class:`ChangelogRestorer`, so a
 long restore never blocks the group protocol), reads the committed offset and metadata, hands
 the task to the batch context (``assign_tasks``: stream time, checkpoint sequence, sink
-recovery), and resumes the partition. Revoked or lost partitions leave in one call: restore
+recovery), and resumes the partition. Records of a partition still pending are held back
+(``hold_back``) and fetched again once it resumes. Revoked or lost partitions leave in one call: restore
 cancelled, tasks released (discarding uncommitted changes when asked), stores closed.
 """
 
@@ -66,6 +67,7 @@ class Assignments:
         self._rewind: set[tuple[str, int]] = set()
         self._restoring: set[tuple[str, int]] = set()  # (store, partition) queued in the restorer
         self._to_open: dict[tuple[str, int], float] = {}  # (store, partition) -> first attempt
+        self.resumed_at = 0.0  # monotonic time partitions were last resumed (idle counts from it)
 
     def add(self, partitions: list[TopicPartition], rewind: bool = False) -> None:
         """Pause ``partitions`` until their tasks are ready; ``rewind`` seeks them back to the
@@ -136,7 +138,27 @@ class Assignments:
                 self.consumer.seek(TopicPartition(
                     c.topic, c.partition, c.offset if c.offset >= 0 else self.reset))
         self.consumer.resume(ready)
+        self.resumed_at = time.monotonic()
         log.info("processing %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in ready))
+
+    def hold_back(self, messages: list) -> list:
+        """``messages`` without those of partitions still pending (their tasks are not ready);
+        each such partition is sought back to its first held-back offset so nothing is skipped
+        (a partition to be rewound is sought to its committed offset by :meth:`step`)."""
+        pending = {(tp.topic, tp.partition) for tp in self.pending}
+        kept, first = [], {}
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            if key in pending and msg.error() is None:
+                first.setdefault(key, msg.offset())
+            else:
+                kept.append(msg)
+        for (topic, partition), offset in first.items():
+            log.debug("held back %s[%d] from offset %d until its task is ready",
+                      topic, partition, offset)
+            if (topic, partition) not in self._rewind:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        return kept
 
     def release(self, partitions: list[TopicPartition], discard: bool) -> None:
         """Stop owning ``partitions``: cancel their restore, release their tasks (dropping

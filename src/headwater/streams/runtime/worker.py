@@ -68,7 +68,8 @@ class WorkerOptions:
             its group.instance.id).
         batch_size: most records per consume call.
         max_batch_latency_s: longest wait for a batch when traffic is light.
-        until_idle_s: stop by itself after this long without records (benchmarks, tests);
+        until_idle_s: stop by itself after this long without records, counted from the last
+            record or the last partitions resumed after their restore (benchmarks, tests);
             ``None`` runs until stopped.
         commit_every_records: also checkpoint after this many records (0: time only).
         auto_offset_reset: where a new consumer group starts.
@@ -225,7 +226,7 @@ class Worker:
             else:
                 self.context.punctuate()
                 if not self.assignments.pending and self._idle_for(
-                    now - max(last_record, self._assigned_at)
+                    now - max(last_record, self._assigned_at, self.assignments.resumed_at)
                 ):
                     break
             due = now - last_checkpoint >= self.settings.commit_interval_ms / 1000
@@ -262,6 +263,10 @@ class Worker:
             self._in_transaction = True
 
     def _process(self, messages: list) -> None:
+        if self.assignments.pending:
+            messages = self.assignments.hold_back(messages)
+            if not messages:
+                return
         self.begin_effects()
         by_topic: dict[str, list] = defaultdict(list)
         for msg in messages:
