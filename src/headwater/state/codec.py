@@ -24,11 +24,12 @@ import numpy as np
 
 from headwater.state.errors import StateError
 
-FORMAT_NAMES: dict[int, str] = {1: "json v1", 2: "aggregate rows v1"}
+FORMAT_NAMES: dict[int, str] = {1: "json v1", 2: "aggregate rows v1", 3: "window rows v1"}
 """Every format id ever assigned -> its name (for error messages). Never reuse an id."""
 
 JSON_V1_ID = 1
 AGG_ROWS_V1_ID = 2
+WINDOW_ROWS_V1_ID = 3
 
 _HEADER_FIELD = "_hw_header"
 _RESET_HINT = "reset the application (its local state and changelog) or use a new store name"

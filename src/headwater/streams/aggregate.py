@@ -76,6 +76,12 @@ def sum(expr: pl.Expr | str) -> Agg:  # noqa: A001 - mirrors the Polars/SQL name
     return Agg("sum", pl.col(expr) if isinstance(expr, str) else expr)
 
 
+def mean(expr: pl.Expr | str) -> Agg:
+    """Mean of an expression per window (as float64; nulls ignored, null when none);
+    window aggregates only (keep ``sum`` and ``count`` for a running mean)."""
+    return Agg("mean", pl.col(expr) if isinstance(expr, str) else expr)
+
+
 def min(expr: pl.Expr | str) -> Agg:  # noqa: A001
     """Minimum of an expression per key (as float64)."""
     return Agg("min", pl.col(expr) if isinstance(expr, str) else expr)

@@ -54,13 +54,25 @@ class Node:
     operator: Operator
     on_error: ErrorPolicy | None = None
     children: list[Node] = field(default_factory=list)
+    side: dict[str, list[Node]] = field(default_factory=dict)
+    """Nodes fed by the operator's named side outputs (e.g. a window's ``late`` records)."""
 
 
 def run_node(node: Node, frame: pl.DataFrame, ctx: ProcessingContext, default: ErrorPolicy) -> None:
-    """Apply ``node`` to ``frame`` and feed the result to every child, depth first."""
+    """Apply ``node`` to ``frame`` and feed the result to every child, depth first, then each
+    side output to its nodes (an operator with side outputs implements ``take_side_outputs()``
+    and ``unrouted_side_output(name, rows, ctx)`` for outputs no node reads)."""
     out = _apply_guarded(node, frame, ctx, node.on_error or default)
+    take = getattr(node.operator, "take_side_outputs", None)
+    side = take() if take is not None else {}
     for child in node.children:
         run_node(child, out, ctx, default)
+    for name, rows in side.items():
+        readers = node.side.get(name)
+        if not readers:
+            node.operator.unrouted_side_output(name, rows, ctx)  # type: ignore[attr-defined]
+        for reader in readers or ():
+            run_node(reader, rows, ctx, default)
 
 
 def _apply_guarded(

@@ -33,6 +33,16 @@ class Operator:
 
 
 @dataclass
+class Identity(Operator):
+    """Pass the frame on unchanged (the head of a side output's stream)."""
+
+    name: str = "identity"
+
+    def apply(self, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
+        return frame
+
+
+@dataclass
 class Filter(Operator):
     """Keep the rows where a Polars predicate is true."""
 

@@ -87,7 +87,7 @@ def timer_rows(
     *,
     keys: Sequence[str | None] | pl.Series,
     timestamp_ms: int | Sequence[int],
-    offset: int = -1,
+    offset: int | Sequence[int] = -1,
 ) -> pl.DataFrame:
     """``body`` with the metadata columns a timer's output needs, for ``task``.
 
@@ -97,15 +97,17 @@ def timer_rows(
         body: the user columns, one row per output record.
         keys: one output key per row.
         timestamp_ms: the event time of the rows (one for all, or one per row).
-        offset: the offset of the last contributing source record (``-1``: none).
+        offset: the offset of the last contributing source record (``-1``: none), for all
+            rows or one per row.
     """
     n = body.height
     stamps = [timestamp_ms] * n if isinstance(timestamp_ms, int) else list(timestamp_ms)
+    offsets = [offset] * n if isinstance(offset, int) else list(offset)
     meta = pl.DataFrame([
         pl.Series(KEY, list(keys), pl.String),
         pl.Series(TOPIC, [ctx.source_topic_of(task)] * n, pl.String),
         pl.Series(PARTITION, [task.partition] * n, pl.Int32),
-        pl.Series(OFFSET, [offset] * n, pl.Int64),
+        pl.Series(OFFSET, offsets, pl.Int64),
         pl.Series(TIMESTAMP, stamps, pl.Int64),
     ])
     return pl.concat([meta, body.drop([c for c in METADATA_COLUMNS if c in body.columns])],

@@ -36,6 +36,8 @@ from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
 from headwater.streams.records import TIMESTAMP
 from headwater.streams.sink import PlainSink, Sink, SinkOperator, as_sink
 from headwater.streams.time import TimerKind, TimerOperator
+from headwater.streams.window_aggregate import EmitMode, WindowAggregate
+from headwater.streams.windows import Window
 
 ValueFormat = Literal["avro", "json", "raw"]
 
@@ -171,10 +173,21 @@ class Stream:
         """
         if not aggs:
             raise TopologyError(f"aggregate {store!r} declares no aggregates")
+        if any(a.kind == "mean" for a in aggs.values()):
+            raise TopologyError(f"aggregate {store!r}: mean is for windows; a running aggregate "
+                                "keeps sum and count")
         upstream = self._partitioned_for(store, co_partitioned)
         stream = upstream._then(Aggregate(store, aggs, name), on_error)
         self._topology._add_store(StoreSpec(store, stream._node.operator.name, ttl_ms))
         return stream
+
+    def window(self, window: Window) -> WindowedStream:
+        """Group the keyed stream into event-time windows (``tumbling(...)``, ``hopping(...)``
+        from :mod:`headwater.streams.windows`); the only thing a windowed stream does is
+        :meth:`WindowedStream.aggregate`."""
+        if not isinstance(window, Window):
+            raise TopologyError(f"window() takes a Window (tumbling/hopping), got {window!r}")
+        return WindowedStream(self, window)
 
     def process(self, fn: ProcessFn, *, store: str, name: str = "process",
                 ttl_ms: int | None = None, co_partitioned: bool = False,
@@ -240,6 +253,49 @@ class Stream:
             return self
         self._then(Repartition(store, f"repartition:{store}"), None)
         return self._topology._internal_source(f"{store}{REPARTITION_SUFFIX}")
+
+
+class WindowedStream:
+    """A keyed stream grouped into windows (see :meth:`Stream.window`); only aggregable."""
+
+    def __init__(self, stream: Stream, window: Window) -> None:
+        self._stream, self._window = stream, window
+
+    def aggregate(self, store: str, *, emit: EmitMode = "final", name: str = "window_aggregate",
+                  co_partitioned: bool = False, on_error: ErrorPolicy | None = None,
+                  **aggs: Agg) -> WindowedResult:
+        """Aggregates per key and window (``agg.count()``, ``agg.sum(...)``, ``agg.mean(...)``,
+        ``agg.min``/``agg.max``), kept in ``store``.
+
+        ``emit="final"`` (default) emits each window once, when stream time passes its end plus
+        grace; ``"update"`` emits a window's new values after every batch that changed it. Rows
+        carry ``window_start``/``window_end`` (epoch ms) and ``_timestamp`` = ``window_end``. Late
+        records are on the result's :attr:`WindowedResult.late` stream (else the DLQ). After
+        ``key_by`` the stream goes through a repartition topic unless ``co_partitioned``.
+        """
+        if not aggs:
+            raise TopologyError(f"window aggregate {store!r} declares no aggregates")
+        if emit not in ("final", "update"):
+            raise TopologyError(f"window aggregate {store!r}: emit must be 'final' or 'update'")
+        upstream = self._stream._partitioned_for(store, co_partitioned)
+        stream = upstream._then(WindowAggregate(store, self._window, aggs, emit, name), on_error)
+        upstream._topology._add_store(StoreSpec(store, stream._node.operator.name))
+        return WindowedResult(stream._topology, stream._node)
+
+
+class WindowedResult(Stream):
+    """The results of a window aggregate, plus its late records (:attr:`late`)."""
+
+    @property
+    def late(self) -> Stream:
+        """Records that arrived after their window closed: their columns plus
+        ``window_start``, ``window_end``, ``stream_time`` and ``late_by_ms`` (one row per missed
+        window). Route it like any stream (e.g. ``.late.to_topic("late-orders")``)."""
+        assert self._node is not None
+        node = self._node.side.setdefault("late", [])
+        reader = Node(ops.Identity(self._topology._label(f"{self._node.operator.name}.late")))
+        node.append(reader)
+        return Stream(self._topology, reader)
 
 
 @dataclass
@@ -421,5 +477,5 @@ def _walk(node: Node, specs: dict[str, StoreSpec], stores: list[StoreSpec], sink
         sinks.append(op.sink)
     if isinstance(op, TimerOperator):
         timers.append(node)
-    for child in node.children:
+    for child in [*node.children, *(n for side in node.side.values() for n in side)]:
         _walk(child, specs, stores, sinks, timers)

@@ -1,0 +1,257 @@
+"""Windowed keyed aggregation: batch partials merged into ordered window state; results emitted
+when windows close (stream-time timers) or on every update.
+
+State (one store per operator, changelogged and restored like all state): one entry per (window,
+key), keyed ``window_end | window_start | key`` (big-endian, sign-flipped times, so byte order is
+time order). Closing every window that ends at or before ``stream time - grace`` is therefore one
+range scan and one range delete from the start of the store: expired windows never cost a full
+scan. Values are fixed-width rows (``window rows v1``, see :mod:`headwater.state.codec`) of the
+aggregates' stored fields plus the last contributing offset.
+
+A batch is handled column-wise: per-record stream time (see :mod:`headwater.streams.windows`),
+window assignment, the late rows split off, one ``group_by`` over (partition, key, window), one
+batched ``get_many``/``put_many`` per partition. Per-record Python only runs over the distinct
+(key, window) pairs of a batch to build their state keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+
+from headwater.errors import HeadwaterError
+from headwater.state.codec import WINDOW_ROWS_V1_ID, RowCodec
+from headwater.streams.aggregate import Agg, MissingKeyError
+from headwater.streams.context import ProcessingContext
+from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
+from headwater.streams.task import TaskId
+from headwater.streams.time import TimerKind, TimerOperator, timer_rows
+from headwater.streams.windows import WINDOW_END, WINDOW_START, Window
+
+EmitMode = Literal["final", "update"]
+
+LATE_BY_MS = "late_by_ms"
+STREAM_TIME = "stream_time"
+_SIGN = np.uint64(1 << 63)
+_OBSERVED = "__observed_stream_time"
+
+
+class LateRecordError(HeadwaterError):
+    """A record arrived after its window closed (its reason in the DLQ when no late output is
+    routed)."""
+
+
+def _time_bytes(values: np.ndarray) -> np.ndarray:
+    """Epoch-ms int64 values as 8-byte big-endian keys whose byte order is numeric order."""
+    return (values.astype(np.int64).view(np.uint64) ^ _SIGN).astype(">u8")
+
+
+def _times_of(raw: np.ndarray) -> np.ndarray:
+    return (raw.astype(np.uint64) ^ _SIGN).view(np.int64)
+
+
+def window_key(end: int, start: int, key: bytes) -> bytes:
+    """The state key of ``key``'s window ``[start, end)``."""
+    return _time_bytes(np.array([end, start])).tobytes() + key
+
+
+def closed_bound(cutoff_ms: int) -> bytes:
+    """The exclusive upper state key of the windows ending at or before ``cutoff_ms``."""
+    return _time_bytes(np.array([cutoff_ms + 1])).tobytes()
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    numpy_type: str
+    partial: pl.Expr
+    kind: str  # how two stored values merge: add, min, max
+
+
+def _fields(aggs: Mapping[str, Agg]) -> list[_Field]:
+    out = []
+    for name, agg in aggs.items():
+        if agg.kind == "mean":
+            value = agg.expr.cast(pl.Float64)  # type: ignore[union-attr]
+            out.append(_Field(f"{name}.sum", "<f8", value.sum(), "add"))
+            out.append(_Field(f"{name}.n", "<i8", value.count().cast(pl.Int64), "add"))
+        else:
+            kind = "add" if agg.kind in ("count", "sum") else agg.kind
+            out.append(_Field(name, agg.numpy_type, agg.partial(name), kind))
+    return out
+
+
+def _merge(kind: str, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    if kind == "add":
+        return old + new
+    return np.fmin(old, new) if kind == "min" else np.fmax(old, new)
+
+
+@dataclass
+class WindowAggregate(TimerOperator):
+    """Aggregate each key's records per window (see the module docstring).
+
+    Output rows (``emit="final"``: once per window when it closes; ``"update"``: after every
+    batch that changed it): the metadata columns (``_key``, the last contributing ``_offset``,
+    ``_timestamp`` = ``window_end``), ``window_start``, ``window_end`` and one column per
+    aggregate. Late records leave on the side output ``late`` (the record's columns plus
+    ``window_start``, ``window_end``, ``stream_time`` and ``late_by_ms``, one row per closed
+    window it missed), or, when nothing reads that output, go to the DLQ as ``LateRecordError``.
+    """
+
+    store: str
+    window: Window
+    aggs: Mapping[str, Agg]
+    emit: EmitMode = "final"
+    name: str = "window_aggregate"
+    stateful: bool = True
+    fires_on: ClassVar[TimerKind] = TimerKind.STREAM_TIME
+    late_records: int = 0
+    _codec: RowCodec = field(init=False, repr=False)
+    _fields: list[_Field] = field(init=False, repr=False)
+    _late: list[pl.DataFrame] = field(init=False, repr=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._fields = _fields(self.aggs)
+        self._codec = RowCodec(
+            WINDOW_ROWS_V1_ID,
+            [(f.name, f.numpy_type) for f in self._fields] + [(OFFSET, "<i8")],
+            self.window.describe() + "|" + ",".join(f"{n}:{a.kind}" for n, a in self.aggs.items()),
+        )
+
+    def store_names(self) -> list[str]:
+        return [self.store]
+
+    # --- a batch ----------------------------------------------------------------------------
+
+    def apply(self, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
+        keyless = frame.filter(pl.col(KEY).is_null())
+        if keyless.height:
+            ctx.dead_letter(keyless, MissingKeyError("a window aggregate needs a key"), self.name)
+        rows = self._with_observed_time(frame.filter(pl.col(KEY).is_not_null()), ctx)
+        pairs = self.window.assign(rows)
+        closes_at = pl.col(WINDOW_END) + self.window.grace_ms
+        late = pairs.filter(closes_at <= pl.col(_OBSERVED))
+        partials = (
+            pairs.filter(closes_at > pl.col(_OBSERVED))
+            .group_by(PARTITION, KEY, WINDOW_START, WINDOW_END, maintain_order=True)
+            .agg(pl.col(TOPIC).last(), pl.col(OFFSET).max(), *(f.partial.alias(f.name)
+                                                              for f in self._fields))
+        )
+        updated = [self._merge_partition(int(p), group, ctx)
+                   for (p,), group in partials.group_by(PARTITION, maintain_order=True)]
+        if late.height:  # stashed last: a failed attempt (re-run row by row) stashes nothing
+            self.late_records += late.height
+            self._late.append(late.with_columns(
+                pl.col(_OBSERVED).alias(STREAM_TIME),
+                (pl.col(_OBSERVED) - closes_at).alias(LATE_BY_MS),
+            ).drop(_OBSERVED))
+        if self.emit == "final" or not updated:
+            return self._result_frame(partials.clear(), np.zeros(0, self._codec.row_type))
+        return pl.concat(updated)
+
+    def _with_observed_time(self, rows: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
+        """``rows`` plus the stream time each one arrives at: the task's stream time before the
+        batch, then the running maximum of the event times of its partition."""
+        before = [(p, ctx.stream_time(ctx.task(p))) for p in rows.get_column(PARTITION).unique()]
+        floor = pl.DataFrame(
+            {PARTITION: [p for p, _ in before], "__before": [t for _, t in before]},
+            schema={PARTITION: rows.schema[PARTITION], "__before": pl.Int64},
+        )
+        running = pl.col(TIMESTAMP).cum_max().over(PARTITION)
+        return (rows.join(floor, on=PARTITION, how="left", maintain_order="left")
+                .with_columns(pl.max_horizontal(running, pl.col("__before")).alias(_OBSERVED))
+                .drop("__before"))
+
+    def _merge_partition(self, partition: int, group: pl.DataFrame,
+                         ctx: ProcessingContext) -> pl.DataFrame:
+        cache = ctx.state(self.store, partition)
+        bounds = np.stack([group.get_column(WINDOW_END).to_numpy(),
+                           group.get_column(WINDOW_START).to_numpy()], axis=1)
+        head = _time_bytes(bounds.reshape(-1)).tobytes()
+        keys = [head[16 * i: 16 * i + 16] + k.encode()
+                for i, k in enumerate(group.get_column(KEY).to_list())]
+        stored, present = self._codec.decode_rows(cache.get_many(keys), store=self.store,
+                                                  partition=partition, keys=keys)
+        old = self._identities(len(keys))
+        if len(stored):
+            old[present if present is not None else slice(None)] = stored
+        merged = self._codec.empty(len(keys))
+        for f in self._fields:
+            merged[f.name] = _merge(f.kind, old[f.name], group.get_column(f.name).to_numpy())
+        merged[OFFSET] = np.maximum(old[OFFSET], group.get_column(OFFSET).to_numpy())
+        cache.put_many(keys, self._codec.encode_rows(merged))
+        return self._result_frame(group, merged)
+
+    def _identities(self, n: int) -> np.ndarray:
+        rows = self._codec.empty(n)
+        for f in self._fields:
+            rows[f.name] = np.nan if f.kind in ("min", "max") else 0
+        rows[OFFSET] = -1
+        return rows
+
+    def _result_frame(self, group: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+        """Output rows of windows ``group`` (metadata, window bounds) holding aggregates ``rows``."""
+        columns = []
+        for name, agg in self.aggs.items():
+            if agg.kind == "mean":
+                n = rows[f"{name}.n"]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.where(n > 0, rows[f"{name}.sum"] / np.maximum(n, 1), np.nan)
+                columns.append(pl.Series(name, mean, pl.Float64, nan_to_null=True))
+            else:
+                columns.append(pl.Series(name, rows[name], agg.polars_type,
+                                         nan_to_null=agg.kind in ("min", "max")))
+        return group.select(
+            KEY, TOPIC, PARTITION,
+            pl.Series(OFFSET, rows[OFFSET], pl.Int64),
+            pl.col(WINDOW_END).alias(TIMESTAMP), WINDOW_START, WINDOW_END,
+        ).with_columns(columns)
+
+    # --- side output ------------------------------------------------------------------------
+
+    def take_side_outputs(self) -> dict[str, pl.DataFrame]:
+        """The late rows of the batch just applied (``{"late": rows}``), then forgets them."""
+        if not self._late:
+            return {}
+        late, self._late = pl.concat(self._late, how="diagonal_relaxed"), []
+        return {"late": late}
+
+    def unrouted_side_output(self, name: str, rows: pl.DataFrame, ctx: ProcessingContext) -> None:
+        """Late rows nobody reads are dead-lettered (one letter per record), never dropped."""
+        first = rows.unique([PARTITION, OFFSET], keep="first", maintain_order=True)
+        ctx.dead_letter(first, LateRecordError(
+            f"late for window(s) of {self.window.describe()}: its window closed before it "
+            "arrived (route `.late` to keep late records as data)"), self.name)
+
+    # --- closing windows --------------------------------------------------------------------
+
+    def on_time(self, ctx: ProcessingContext, task: TaskId, stream_time_ms: int | None,
+                wall_ms: int) -> pl.DataFrame | None:
+        if stream_time_ms is None:
+            return None
+        cache = ctx.state(self.store, task.partition)
+        bound = closed_bound(stream_time_ms - self.window.grace_ms)
+        closed = list(cache.range(None, bound))
+        if not closed:
+            return None
+        cache.delete_range(None, bound)
+        if self.emit != "final":
+            return None
+        keys = [k for k, _ in closed]
+        rows, _ = self._codec.decode_rows([v for _, v in closed], store=self.store,
+                                          partition=task.partition, keys=keys)
+        raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
+        ends, starts = _times_of(raw[:, 0]), _times_of(raw[:, 1])
+        bounds = pl.DataFrame({WINDOW_START: starts, WINDOW_END: ends})
+        body = self._result_frame(
+            bounds.with_columns(pl.lit(None, pl.String).alias(KEY),
+                                pl.lit(None, pl.String).alias(TOPIC),
+                                pl.lit(task.partition, pl.Int32).alias(PARTITION)), rows)
+        body = body.select(WINDOW_START, WINDOW_END, *self.aggs)
+        return timer_rows(ctx, task, body, keys=[k[16:].decode() for k in keys],
+                          timestamp_ms=ends.tolist(), offset=rows[OFFSET].tolist())

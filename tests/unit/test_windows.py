@@ -1,0 +1,192 @@
+"""Tumbling and hopping windows: assignment, closing on stream time, late records, emit modes,
+crashes; and a property test against a brute-force oracle."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import orjson
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headwater.streams import InProcessTestDriver, Topology, TopologyError, agg
+from headwater.streams.windows import (
+    Window, WindowDefinitionError, hopping, parse_duration, tumbling,
+)
+
+
+def test_durations_read_like_people_write_them() -> None:
+    assert parse_duration("500ms", "x") == 500
+    assert parse_duration("10s", "x") == 10_000
+    assert parse_duration("1m", "x") == 60_000
+    assert parse_duration("2h", "x") == 7_200_000
+    assert parse_duration(250, "x") == 250
+    with pytest.raises(WindowDefinitionError, match="grace: '10 minutes' is not a duration"):
+        tumbling("1m", grace="10 minutes")
+
+
+def test_impossible_windows_fail_when_defined() -> None:
+    with pytest.raises(WindowDefinitionError, match="positive"):
+        tumbling(0)
+    with pytest.raises(WindowDefinitionError, match="exceeds its size"):
+        hopping("1m", "2m")
+
+
+def test_a_record_falls_in_every_window_that_contains_its_time() -> None:
+    frame = pl.DataFrame({"_timestamp": [-1, 0, 59_999, 60_000]})
+    assert tumbling("1m").assign(frame)["window_start"].to_list() == [-60_000, 0, 0, 60_000]
+    pairs = hopping(250, 100).assign(pl.DataFrame({"_timestamp": [0, 55]}))
+    assert pairs.select("window_start", "window_end").rows() == [
+        (-200, 50), (-100, 150), (0, 250), (-100, 150), (0, 250)]
+
+
+def windowed(window: Window, emit: str = "final") -> Topology:
+    topology = Topology("windows")
+    result = topology.source("in", value_format="json").window(window).aggregate(
+        "w", emit=emit, n=agg.count(), total=agg.sum("x"), avg=agg.mean("x"),
+        lo=agg.min("x"), hi=agg.max("x"))
+    result.to_topic("out")
+    result.late.with_columns(pl.col("_timestamp").alias("ts")).to_topic("late")
+    return topology
+
+
+def test_a_window_is_emitted_once_when_stream_time_passes_its_end_plus_grace() -> None:
+    driver = InProcessTestDriver(windowed(tumbling("1m", grace="10s")), partitions=1)
+    driver.pipe("in", [{"x": 1}, {"x": 3}], keys=["a", "a"], timestamps_ms=[1_000, 59_000])
+    driver.pipe("in", [{"x": 5}], keys=["a"], timestamps_ms=[69_999])  # 60s + 10s not reached
+    assert driver.read_json("out") == []
+    driver.pipe("in", [{"x": None}], keys=["b"], timestamps_ms=[70_000])
+    assert driver.read_json("out") == [{"window_start": 0, "window_end": 60_000, "n": 2,
+                                        "total": 4.0, "avg": 2.0, "lo": 1.0, "hi": 3.0}]
+    assert [r.key for r in driver.read("out")] == [b"a"]
+
+
+def test_a_record_after_its_window_closed_goes_to_the_late_output_with_how_late() -> None:
+    driver = InProcessTestDriver(windowed(tumbling("1m", grace="10s")), partitions=1)
+    driver.pipe("in", [{"x": 1}, {"x": 2}, {"x": 9}], keys=["a", "a", "a"],
+                timestamps_ms=[1_000, 75_000, 30_000])  # the third is late in the same batch
+    assert driver.read_json("late") == [{"x": 9, "window_start": 0, "window_end": 60_000,
+                                         "stream_time": 75_000, "late_by_ms": 5_000,
+                                         "ts": 30_000}]
+    assert driver.read_json("out")[0]["n"] == 1
+
+
+def test_late_records_nobody_routes_are_dead_lettered_not_dropped() -> None:
+    topology = Topology("unrouted")
+    topology.source("in", value_format="json").window(tumbling("1m")).aggregate(
+        "w", n=agg.count()).to_topic("out")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{"x": 1}, {"x": 2}], keys=["a", "a"], timestamps_ms=[61_000, 1_000])
+    [letter] = driver.dead_letters
+    assert letter.error_class == "LateRecordError" and letter.source_offset == 1
+
+
+def test_update_mode_emits_each_change_and_never_a_closed_window() -> None:
+    driver = InProcessTestDriver(windowed(tumbling("1m"), emit="update"), partitions=1)
+    driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[1_000])
+    driver.pipe("in", [{"x": 3}], keys=["a"], timestamps_ms=[2_000])
+    assert [r["n"] for r in driver.read_json("out")] == [1, 2]
+    driver.pipe("in", [{"x": 3}, {"x": 4}], keys=["a", "a"], timestamps_ms=[60_000, 5_000])
+    assert [r["n"] for r in driver.read_json("out")] == [1, 2, 1]
+    assert len(driver.read_json("late")) == 1
+
+
+def test_closed_windows_leave_the_store() -> None:
+    driver = InProcessTestDriver(windowed(tumbling("1m")), partitions=1)
+    driver.pipe("in", [{"x": 1}, {"x": 1}], keys=["a", "b"], timestamps_ms=[1_000, 2_000])
+    assert len(driver.store("w")) == 2
+    driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[60_000])
+    assert len(driver.store("w")) == 1  # only the open window [60s, 120s) of "a"
+
+
+def test_a_crash_before_the_commit_redoes_the_batch_without_counting_it_twice() -> None:
+    driver = InProcessTestDriver(windowed(tumbling("1m")), partitions=1, auto_checkpoint=False)
+    driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[1_000])
+    driver.checkpoint()
+    driver.pipe("in", [{"x": 2}, {"x": 3}], keys=["a", "a"], timestamps_ms=[2_000, 61_000])
+    driver.crash(after="pre_commit")
+    driver.checkpoint()
+    assert driver.read_json("out") == [{"window_start": 0, "window_end": 60_000, "n": 2,
+                                        "total": 3.0, "avg": 1.5, "lo": 1.0, "hi": 2.0}]
+
+
+def test_a_windowed_stream_can_only_be_aggregated() -> None:
+    stream = Topology("t").source("in", value_format="json")
+    with pytest.raises(TopologyError, match="takes a Window"):
+        stream.window("1m")  # type: ignore[arg-type]
+    windowed_stream = stream.window(tumbling("1m"))
+    assert not hasattr(windowed_stream, "to_topic") and not hasattr(windowed_stream, "filter")
+    with pytest.raises(TopologyError, match="no aggregates"):
+        windowed_stream.aggregate("w")
+    with pytest.raises(TopologyError, match="mean is for windows"):
+        stream.aggregate("running", m=agg.mean("x"))
+
+
+# --- against a brute-force oracle ---------------------------------------------------------------
+
+def oracle(window: Window, batches: list[list[tuple[str, int, float | None]]]):
+    """Per record in order: stream time = max so far; windows containing it that closed at that
+    stream time are late pairs, the others accumulate."""
+    stream_time, state, late = None, defaultdict(list), []
+    for batch in batches:
+        for key, ts, x in batch:
+            stream_time = ts if stream_time is None else max(stream_time, ts)
+            first = (ts // window.advance_ms) * window.advance_ms
+            for start in range(first, ts - window.size_ms, -window.advance_ms):
+                end = start + window.size_ms
+                if end + window.grace_ms <= stream_time:
+                    late.append((key, ts, start, end))
+                else:
+                    state[(key, start, end)].append(x)
+    return state, late, stream_time
+
+
+def summary(xs: list[float | None]) -> tuple:
+    vals = [x for x in xs if x is not None]
+    return (len(xs), float(sum(vals)), (sum(vals) / len(vals)) if vals else None,
+            min(vals) if vals else None, max(vals) if vals else None)
+
+
+def approx(row: tuple) -> tuple:
+    return tuple(round(v, 6) if isinstance(v, float) and not math.isnan(v) else v for v in row)
+
+
+windows = st.one_of(
+    st.builds(lambda s, g: tumbling(s, grace=g), st.integers(5, 40), st.integers(0, 20)),
+    st.builds(lambda s, a, g: hopping(s * a, a, grace=g), st.integers(1, 4), st.integers(3, 15),
+              st.integers(0, 20)),
+)
+records = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 200),
+                             st.one_of(st.none(), st.integers(-5, 5).map(float))),
+                   min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=windows, batches=st.lists(records, min_size=1, max_size=4),
+       emit=st.sampled_from(["final", "update"]))
+def test_results_and_late_records_equal_a_brute_force_oracle(window, batches, emit) -> None:
+    driver = InProcessTestDriver(windowed(window, emit), partitions=1)
+    for batch in batches:
+        driver.pipe("in", [{"x": x} for _, _, x in batch], keys=[k for k, _, _ in batch],
+                    timestamps_ms=[t for _, t, _ in batch])
+    state, late, stream_time = oracle(window, batches)
+    flush = stream_time + window.size_ms + window.grace_ms + 1_000
+    driver.pipe("in", [{"x": None}], keys=["~flush"], timestamps_ms=[flush])
+
+    emitted = [(r.key.decode(), orjson.loads(r.value)) for r in driver.read("out")]
+    results = defaultdict(list)
+    for key, row in emitted:
+        if key != "~flush":
+            results[(key, row["window_start"], row["window_end"])].append(
+                approx((row["n"], row["total"], row["avg"], row["lo"], row["hi"])))
+    expected = {w: approx(summary(xs)) for w, xs in state.items()}
+    assert {w: rows[-1] for w, rows in results.items()} == expected
+    if emit == "final":
+        assert all(len(rows) == 1 for rows in results.values())  # each window exactly once
+    got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
+                                         ("ts", "window_start", "window_end")))
+                      for r in driver.read("late"))
+    assert got_late == sorted(late)
