@@ -157,3 +157,13 @@ def test_timer_rows_failing_downstream_are_dead_lettered_as_rows() -> None:
     assert (letter.operator, letter.key, letter.source_topic, letter.source_offset) == (
         "refuse", b"0_0", "in", -1)
     assert orjson.loads(letter.value or b"") == {"task": "0_0", "wall": 6, "st": None}
+
+
+def test_max_event_time_is_per_partition_and_ignores_rows_without_an_event_time() -> None:
+    from headwater.streams.records import PARTITION
+    from headwater.streams.time import max_event_time
+
+    frame = pl.DataFrame({PARTITION: [0, 1, 0, 2, 2], "t": [5, 9, 7, None, None]},
+                         schema={PARTITION: pl.Int32, "t": pl.Int64})
+    assert sorted(max_event_time(frame, pl.col("t"))) == [(0, 7), (1, 9)]
+    assert max_event_time(frame.head(0), pl.col("t")) == []

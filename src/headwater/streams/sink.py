@@ -249,7 +249,11 @@ class SinkOperator(Operator):
     name: str = "sink"
 
     def apply(self, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
-        if frame.height:
+        if not frame.height:
+            return frame
+        if isinstance(self.sink, FlushSink) and type(self.sink).write is FlushSink.write:
+            self.sink.append(frame)  # task-agnostic: no split by partition
+        else:
             for (partition,), rows in frame.partition_by(PARTITION, as_dict=True).items():
                 self.sink.write(ctx.task(int(partition)), rows)  # type: ignore[arg-type]
         return frame

@@ -29,6 +29,7 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -127,11 +128,16 @@ def check_timer_rows(rows: pl.DataFrame, task: TaskId, operator: str) -> pl.Data
 
 
 def max_event_time(frame: pl.DataFrame, event_time: pl.Expr) -> list[tuple[int, int]]:
-    """``(partition, max event time)`` of a batch frame: one vectorized group-by."""
+    """``(partition, max event time)`` of a batch frame (rows without an event time ignored)."""
     if frame.height == 0:
         return []
-    maxima = frame.group_by(PARTITION).agg(event_time.max().alias("_t")).drop_nulls("_t")
-    return [(int(p), int(t)) for p, t in maxima.iter_rows()]
+    times = frame.select(event_time).to_series()
+    partitions = frame.get_column(PARTITION).to_numpy()
+    if times.null_count():
+        partitions = partitions[times.is_not_null().to_numpy()]
+        times = times.drop_nulls()
+    stamps = times.to_numpy()
+    return [(int(p), int(stamps[partitions == p].max())) for p in np.unique(partitions)]
 
 
 def encode_metadata(stream_time: int | None, seq: int) -> str:

@@ -59,15 +59,16 @@ class AvroSourceDecoder:
             DecodeAccountingError: rows + rejected != records (never expected).
         """
         values = batch.values
-        present = [i for i, v in enumerate(values) if v is not None]
-        nulls = len(values) - len(present)
-        decoded = self._serde.decode_batch([values[i] for i in present] if nulls else values)
-        index = present if nulls else None
-        rejected = [
-            Rejected(i, EmptyValueError(
-                f"null value (tombstone) at {batch.topic}[{batch.partitions[i]}]@{batch.offsets[i]}"))
-            for i, v in enumerate(values) if v is None
-        ]
+        index: list[int] | None = None
+        rejected: list[Rejected] = []
+        if values.count(None):
+            index = [i for i, v in enumerate(values) if v is not None]
+            rejected = [
+                Rejected(i, EmptyValueError(
+                    f"null value (tombstone) at {batch.topic}[{batch.partitions[i]}]@{batch.offsets[i]}"))
+                for i, v in enumerate(values) if v is None
+            ]
+        decoded = self._serde.decode_batch(values if index is None else [values[i] for i in index])
         for r in decoded.rejected:
             i = r.index if index is None else index[r.index]
             rejected.append(Rejected(i, r.error.at(batch.topic, batch.partitions[i],
