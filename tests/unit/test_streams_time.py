@@ -10,7 +10,7 @@ from headwater.streams import InProcessTestDriver, Topology, TopologyError, agg
 from headwater.streams.batch import TaskError
 from headwater.streams.operators import Operator
 from headwater.streams.task import TaskId
-from headwater.streams.time import TimerKind, TimerOperator, TimerOutputError
+from headwater.streams.time import EventTimeError, TimerKind, TimerOperator, TimerOutputError
 from tests.unit.timer_support import Heartbeat, PeriodCounter, StreamTimeProbe
 
 
@@ -39,12 +39,38 @@ def test_operators_see_the_stream_time_before_their_batch() -> None:
     assert driver.stream_time(TaskId(0, 0)) == 20
 
 
+def timed_passthrough(event_time: str | pl.Expr) -> Topology:
+    topology = Topology("timed")
+    topology.source("in", value_format="json", event_time=event_time).to_topic("out")
+    return topology
+
+
 def test_a_source_event_time_expression_replaces_the_record_timestamp() -> None:
-    topology = passthrough()
-    topology._event_time["in"] = pl.col("at")  # the hook the windows DSL will set
-    driver = InProcessTestDriver(topology, partitions=1)
+    driver = InProcessTestDriver(timed_passthrough("at"), partitions=1)
     driver.pipe("in", [{"at": 7_000}, {"at": 9_000}], timestamps_ms=[1, 2])
     assert driver.stream_time(TaskId(0, 0)) == 9_000
+    assert [r.timestamp_ms for r in driver.read("out")] == [7_000, 9_000]
+
+
+def test_a_record_without_an_event_time_keeps_its_kafka_timestamp() -> None:
+    driver = InProcessTestDriver(timed_passthrough("at"), partitions=1)
+    driver.pipe("in", [{"at": 7_000}, {"at": None}], timestamps_ms=[1, 8_000])
+    assert [r.timestamp_ms for r in driver.read("out")] == [7_000, 8_000]
+    assert driver.stream_time(TaskId(0, 0)) == 8_000
+
+
+def test_a_datetime_event_time_is_taken_as_epoch_milliseconds() -> None:
+    parsed = pl.col("at").str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC")
+    driver = InProcessTestDriver(timed_passthrough(parsed), partitions=1)
+    driver.pipe("in", [{"at": "1970-01-01T00:00:05.250Z"}], timestamps_ms=[1])
+    assert [r.timestamp_ms for r in driver.read("out")] == [5_250]
+
+
+def test_an_event_time_that_is_not_a_time_fails_the_run_naming_the_source() -> None:
+    driver = InProcessTestDriver(timed_passthrough("at"), partitions=1)
+    with pytest.raises(EventTimeError, match="'in'.*String"):
+        driver.pipe("in", [{"at": "soon"}], timestamps_ms=[1])
+    assert driver.read("out") == []
 
 
 def test_stream_time_is_committed_in_the_offset_metadata_and_restored_on_assignment() -> None:

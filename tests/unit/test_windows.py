@@ -64,6 +64,17 @@ def test_a_window_is_emitted_once_when_stream_time_passes_its_end_plus_grace() -
     assert [r.key for r in driver.read("out")] == [b"a"]
 
 
+def test_windows_follow_the_event_time_the_source_declares_not_the_kafka_timestamp() -> None:
+    topology = Topology("envelope-time")
+    topology.source("in", value_format="json", event_time="at").window(
+        tumbling("1m")).aggregate("w", n=agg.count()).to_topic("out")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{"at": 1_000}, {"at": 61_000}], keys=["a", "a"],
+                timestamps_ms=[500_000, 500_001])  # Kafka timestamps far in the future
+    assert driver.read_json("out") == [{"window_start": 0, "window_end": 60_000, "n": 1}]
+    assert [r.timestamp_ms for r in driver.read("out")] == [60_000]
+
+
 def test_a_record_after_its_window_closed_goes_to_the_late_output_with_how_late() -> None:
     driver = InProcessTestDriver(windowed(tumbling("1m", grace="10s")), partitions=1)
     driver.pipe("in", [{"x": 1}, {"x": 2}, {"x": 9}], keys=["a", "a", "a"],

@@ -45,7 +45,7 @@ from headwater.streams.sink import (
 )
 from headwater.streams.task import Committed, TaskId, TaskState
 from headwater.streams.time import (
-    TimerKind, check_timer_rows, decode_metadata, encode_metadata, max_event_time,
+    TimerKind, check_timer_rows, decode_metadata, encode_metadata, max_event_time, with_event_time,
 )
 from headwater.streams.topology import SourceSpec, Topology
 
@@ -183,7 +183,10 @@ class BatchContext(ABC):
                 self.send_dead_letters(
                     [to_dead_letter(batch.record(r.index), r.error, "decode") for r in rejected]
                 )
-            maxima = max_event_time(frame, self.topology.event_time_of(spec.topic))
+            event_time = self.topology.event_time_of(spec.topic)
+            if event_time is not None:
+                frame = with_event_time(frame, event_time, spec.topic)
+            maxima = max_event_time(frame, pl.col(TIMESTAMP))
             for node in self.topology_children(spec.topic):
                 run_node(node, frame, self, self.topology.on_error)
         finally:

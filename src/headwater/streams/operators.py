@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from headwater.streams.context import ProcessingContext
-from headwater.streams.records import KEY, METADATA_COLUMNS, user_columns
+from headwater.streams.records import KEY, METADATA_COLUMNS, TIMESTAMP, user_columns
 
 
 class Operator:
@@ -135,7 +135,8 @@ class FilterRows(Operator):
 
 @dataclass
 class ToTopic(Operator):
-    """Produce each row to a topic: key from ``_key``, value as JSON or Confluent Avro."""
+    """Produce each row to a topic: key from ``_key``, value as JSON or Confluent Avro, record
+    timestamp from ``_timestamp`` (the event time travels with the record, as in Kafka Streams)."""
 
     topic: str
     value_format: str = "json"
@@ -159,7 +160,9 @@ class ToTopic(Operator):
             if KEY in frame.columns
             else [None] * frame.height
         )
-        ctx.produce(self.topic, keys, values)
+        stamps = (frame.get_column(TIMESTAMP).fill_null(0).to_list()
+                  if TIMESTAMP in frame.columns else None)  # 0: the producer's clock
+        ctx.produce(self.topic, keys, values, stamps)
         return frame
 
 

@@ -60,6 +60,8 @@ class OutputRecord:
     topic: str
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
+    """The record timestamp the topology set (``None`` when it left it to the producer)."""
 
 
 class _ManualClock:
@@ -310,7 +312,9 @@ class InProcessTestDriver(BatchContext):
             for key, value, ts in zip(keys, values, times, strict=True):
                 self._append(topic, partition_for(key, count), key, value, ts)
             return
-        self.outputs.extend(OutputRecord(topic, k, v) for k, v in zip(keys, values, strict=True))
+        stamps: Sequence[int | None] = timestamps_ms or [None] * len(keys)
+        self.outputs.extend(OutputRecord(topic, k, v, t)
+                            for k, v, t in zip(keys, values, stamps, strict=True))
 
     def internal_topic(self, store_name: str) -> str:
         return f"{store_name}{REPARTITION_SUFFIX}"

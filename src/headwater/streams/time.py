@@ -1,9 +1,11 @@
 """Stream time and timers.
 
 **Stream time** of a task = the largest event time among the records it has processed. Event time
-is the ``_timestamp`` column (the Kafka record timestamp) unless the source declares another
-expression (``Topology.event_time_of``; the windows issue adds the DSL for it). It is computed
-once per batch, vectorized: one maximum per partition. It only moves forward and survives
+is the ``_timestamp`` column: the Kafka record timestamp, unless the source declares an
+``event_time`` expression, which then replaces ``_timestamp`` as soon as a batch is decoded
+(:func:`with_event_time`, as Kafka Streams' timestamp extractor does), so windows, stream time
+and outputs all see the same time. It is computed once per batch, vectorized: one maximum per
+partition. It only moves forward and survives
 restarts through the committed offsets' metadata (:func:`encode_metadata`), as Kafka Streams
 keeps partition time.
 
@@ -125,6 +127,36 @@ def check_timer_rows(rows: pl.DataFrame, task: TaskId, operator: str) -> pl.Data
             f"timer of {operator!r} for task {task} emitted rows of another partition"
         )
     return rows
+
+
+class EventTimeError(HeadwaterError):
+    """A source's event-time expression cannot be evaluated on a batch or is not a time (a bug in
+    the topology, not a bad record: the run fails and commits nothing)."""
+
+
+def with_event_time(frame: pl.DataFrame, event_time: pl.Expr, topic: str) -> pl.DataFrame:
+    """``frame`` with ``_timestamp`` replaced by ``event_time`` (epoch ms, or a datetime/date),
+    falling back to the Kafka record timestamp on rows where the expression is null.
+
+    Raises:
+        EventTimeError: the expression fails on the frame or yields neither integers nor times.
+    """
+    if frame.height == 0:
+        return frame
+    try:
+        values = frame.select(event_time.alias(TIMESTAMP)).to_series()
+    except pl.exceptions.PolarsError as err:
+        raise EventTimeError(
+            f"event time of source {topic!r} ({event_time}) failed: {err}") from err
+    if values.dtype == pl.Date:
+        values = values.cast(pl.Datetime("ms"))
+    if values.dtype.is_temporal() and values.dtype != pl.Duration:
+        values = values.dt.epoch("ms")
+    elif not values.dtype.is_integer():
+        raise EventTimeError(f"event time of source {topic!r} ({event_time}) is {values.dtype}; "
+                             "expected epoch milliseconds (an integer) or a datetime")
+    event_ms = pl.coalesce(values.cast(pl.Int64), pl.col(TIMESTAMP))
+    return frame.with_columns(event_ms.alias(TIMESTAMP))
 
 
 def max_event_time(frame: pl.DataFrame, event_time: pl.Expr) -> list[tuple[int, int]]:

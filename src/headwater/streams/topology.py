@@ -33,7 +33,6 @@ from headwater.streams.aggregate import Agg, Aggregate
 from headwater.streams.execution import ErrorPolicy, Node
 from headwater.streams.process import Process, ProcessFn
 from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
-from headwater.streams.records import TIMESTAMP
 from headwater.streams.sink import PlainSink, Sink, SinkOperator, as_sink
 from headwater.streams.time import TimerKind, TimerOperator
 from headwater.streams.window_aggregate import EmitMode, WindowAggregate
@@ -320,14 +319,25 @@ class Topology:
     _plan: list[SubTopology] | None = field(default=None, repr=False)
 
     def source(self, topic: str, *, value_format: ValueFormat = "avro",
-               reader_schema: str | None = None) -> Stream:
+               reader_schema: str | None = None, event_time: str | pl.Expr | None = None) -> Stream:
         """Declare an input topic; its batches are decoded into frames.
 
-        ``avro`` (Confluent wire format through the registry, optionally resolved to
-        ``reader_schema``), ``json`` (one JSON object per value) or ``raw`` (a ``value`` binary
-        column).
+        Args:
+            topic: the Kafka topic.
+            value_format: ``avro`` (Confluent wire format through the registry, optionally
+                resolved to ``reader_schema``), ``json`` (one JSON object per value) or ``raw``
+                (a ``value`` binary column).
+            reader_schema: the Avro schema records are resolved to (default: the subject's latest).
+            event_time: a column name or expression giving each record's event time (epoch ms
+                or a datetime), e.g. ``"timestamp"`` for the domain envelope. It replaces the
+                ``_timestamp`` column right after decoding; rows where it is null keep the Kafka
+                record timestamp. Default: the Kafka record timestamp.
         """
-        return self._add_source(SourceSpec(topic, value_format, reader_schema))
+        stream = self._add_source(SourceSpec(topic, value_format, reader_schema))
+        if event_time is not None:
+            expr = pl.col(event_time) if isinstance(event_time, str) else event_time
+            self._event_time[topic] = expr
+        return stream
 
     def _internal_source(self, topic: str) -> Stream:
         return self._add_source(SourceSpec(topic, "avro", internal=True))
@@ -409,10 +419,9 @@ class Topology:
         return [frozenset(s.source_topics) for s in self.subtopologies
                 if s.stores and len(s.source_topics) > 1]
 
-    def event_time_of(self, source_topic: str) -> pl.Expr:
-        """The event-time expression (epoch ms, Int64) of a source: ``_timestamp`` unless the
-        source declared one (hook for the windows issue: set ``_event_time[topic]``)."""
-        return self._event_time.get(source_topic, pl.col(TIMESTAMP))
+    def event_time_of(self, source_topic: str) -> pl.Expr | None:
+        """The event-time expression a source declared (``None``: the Kafka record timestamp)."""
+        return self._event_time.get(source_topic)
 
     def _copartition(self, *topics: str) -> None:
         """Hook for joins: put the sub-topologies of ``topics`` together into one (their sources
