@@ -96,3 +96,19 @@ def orders_count_per_key() -> Topology:
         "orders", n=agg.count()
     ).select("n", key=pl.col("_key")).to_topic(os.environ["HW_TEST_OUTPUT"])
     return topology
+
+
+def windowed_sums() -> Topology:
+    """Per-key tumbling windows (HW_TEST_WINDOW, default 1 s; grace HW_TEST_GRACE, default
+    500 ms) over the ``at`` event time: final ``n`` and ``total`` of ``amount`` per window to
+    HW_TEST_OUTPUT; late records (``id``, their window, how late) to HW_TEST_ECHO."""
+    from headwater.streams.windows import tumbling
+
+    topology = Topology("windowed-sums")
+    events = topology.source(os.environ["HW_TEST_INPUT"], value_format="json", event_time="at")
+    window = tumbling(os.environ.get("HW_TEST_WINDOW", "1s"),
+                      grace=os.environ.get("HW_TEST_GRACE", "500ms"))
+    sums = events.window(window).aggregate("sums", n=agg.count(), total=agg.sum("amount"))
+    sums.to_topic(os.environ["HW_TEST_OUTPUT"])
+    sums.late.select("id", "window_start", "late_by_ms").to_topic(os.environ["HW_TEST_ECHO"])
+    return topology

@@ -1,0 +1,120 @@
+"""Tumbling windows on the real stack, checked against DuckDB SQL over the produced events.
+
+The test writes keyed events with an ``at`` event time (out of order within 400 ms; 4% delayed
+by up to 3 s, some within the grace period, some late) to explicit partitions, and the same
+events as JSON lines. DuckDB computes, independently of the engine, which records are late
+(their window closed at the partition's stream time when they arrive) and the final count and
+sum of every window the input closes. Exactly-once runs, with and without a ``kill -9`` in the
+middle of a checkpoint, must emit exactly those windows, each once, and exactly those late
+records.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from tests.e2e.runtime_support import IDLE, Job, read_topic
+
+pytestmark = pytest.mark.e2e
+
+WINDOW_MS, GRACE_MS = 1_000, 500
+KEYS, PARTITIONS = 40, 4
+CHECKPOINT_EVERY = ["--batch-size", "500", "--commit-every-records", "2000"]
+
+
+def produce_windowed_events(config: dict[str, str], topic: str, n: int, lines: Path) -> None:
+    """``n`` events ``{id, at, amount}`` keyed ``u<i % KEYS>`` (partition: key index % 4), then
+    one event per partition far in the future so every window of the ``n`` closes; each event
+    also as a JSON line ``{seq, p, key, id, at, amount}`` (seq: production order)."""
+    rng = random.Random(20261203)
+    base = int(time.time() * 1000) - 3_600_000  # recent: outputs carry event time, and a
+    # topic's time-based retention would delete records stamped decades ago at once
+    producer = Producer({**config, "enable.idempotence": True, "linger.ms": 20})
+    rows = []
+    for i in range(n):
+        at = base + i * 5 - rng.randint(0, 400)
+        if rng.random() < 0.04:
+            at -= rng.randint(0, 3_000)  # delayed: some within the grace period, some late
+        rows.append({"key": f"u{i % KEYS}", "id": i, "at": at, "amount": float(i % 7) + 0.25})
+    end = base + n * 5 + 10 * WINDOW_MS
+    rows += [{"key": f"u{p}", "id": n + p, "at": end, "amount": 0.0} for p in range(PARTITIONS)]
+    with lines.open("wb") as out:
+        for seq, row in enumerate(rows):
+            p = int(row["key"][1:]) % PARTITIONS
+            value = {k: row[k] for k in ("id", "at", "amount")}
+            producer.produce(topic, orjson.dumps(value), row["key"].encode(), partition=p)
+            out.write(orjson.dumps({"seq": seq, "p": p, **row}) + b"\n")
+            if seq % 2000 == 0:
+                producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def expected_from_sql(lines: Path) -> tuple[Counter, Counter]:
+    """(final windows as (key, start, end, n, total) -> 1, late ids -> 1), by DuckDB."""
+    db = duckdb.connect()
+    db.execute(f"""
+        CREATE TABLE e AS
+        SELECT *, floor("at" / {WINDOW_MS})::BIGINT * {WINDOW_MS} AS ws,
+               max("at") OVER (PARTITION BY p ORDER BY seq ROWS UNBOUNDED PRECEDING) AS observed
+        FROM read_json_auto('{lines}')""")
+    windows = db.execute(f"""
+        SELECT key, ws, ws + {WINDOW_MS} AS we, count(*) AS n, round(sum(amount), 6) AS total
+        FROM e JOIN (SELECT p, max("at") AS stream_time FROM e GROUP BY p) USING (p)
+        WHERE ws + {WINDOW_MS} + {GRACE_MS} > observed
+          AND ws + {WINDOW_MS} + {GRACE_MS} <= stream_time
+        GROUP BY key, ws""").fetchall()
+    late = db.execute(
+        f"SELECT id FROM e WHERE ws + {WINDOW_MS} + {GRACE_MS} <= observed").fetchall()
+    return Counter(windows), Counter(i for (i,) in late)
+
+
+def emitted(job: Job) -> tuple[Counter, Counter]:
+    windows, late = Counter(), Counter()
+    for m in read_topic(job.config, job.output):
+        v = orjson.loads(m.value())
+        windows[(m.key().decode(), v["window_start"], v["window_end"], v["n"],
+                 round(v["total"], 6))] += 1
+    for m in read_topic(job.config, job.echo):
+        late[orjson.loads(m.value())["id"]] += 1
+    return windows, late
+
+
+@pytest.mark.parametrize("fault", [
+    None,
+    "checkpoint.after_flush=kill@3",   # kill -9 with the transaction flushed, not committed
+    "checkpoint.after_commit=kill@3",  # kill -9 after the commit, local stores not yet written
+])
+def test_exactly_once_windows_equal_an_independent_sql_computation(
+    request, tmp_path, fault
+) -> None:
+    fx = request.getfixturevalue
+    job = Job(fx("new_topic"), fx("unique_name"), tmp_path, fx("kafka_bootstrap"),
+              fx("schema_registry_url"), guarantee="exactly-once",
+              topology="tests.topologies:windowed_sums")
+    job.env.update({"HEADWATER_RESTART_BACKOFF_MS": "200", "HW_TEST_WINDOW": f"{WINDOW_MS}ms",
+                    "HW_TEST_GRACE": f"{GRACE_MS}ms"})
+    if fault:
+        job.env.update({"HEADWATER_FAILPOINTS": fault,
+                        "HEADWATER_FAILPOINTS_FIRED": str(tmp_path / "fired")})
+    lines = tmp_path / "events.jsonl"
+    produce_windowed_events(job.config, job.input, 12_000, lines)
+    want_windows, want_late = expected_from_sql(lines)
+    assert len(want_windows) > 1_000 and len(want_late) > 100  # the input exercises both
+
+    job.run(*CHECKPOINT_EVERY, *IDLE)
+
+    if fault:
+        assert (tmp_path / "fired" / fault.split("=")[0]).exists(), job.log_tail()
+    windows, late = emitted(job)
+    assert windows == want_windows, (
+        f"missing {list((want_windows - windows).items())[:5]}, "
+        f"unexpected {list((windows - want_windows).items())[:5]}\n{job.log_tail()}")
+    assert late == want_late, job.log_tail()
