@@ -148,7 +148,7 @@ class EngineSuite:
     def prepare_input(self) -> None:
         """Pre-load the input topic once (reused when complete) and compute the expected results."""
         cfg = self.cfg
-        kafka_io.create_topics(self.kafka, [self.input], cfg.partitions)
+        kafka_io.create_topics(self.kafka, [self.input], cfg.partitions, {"retention.ms": "-1"})
         have = sum(kafka_io.end_offsets(self.kafka, self.input).values())
         if have != cfg.events:
             if have:
@@ -195,8 +195,8 @@ class EngineSuite:
         assert self.expected is not None
         name = f"{spec.workload}-{spec.engine}-{spec.workers}-{spec.guarantee}-{self.run_id}".lower()
         group, output = f"bench-{name}", f"bench.out.{name}"
-        if spec.workload != "W0":
-            kafka_io.create_topics(self.kafka, [output], self.cfg.partitions)
+        if spec.workload != "W0":  # outputs may carry the (old) input's timestamps: no retention
+            kafka_io.create_topics(self.kafka, [output], self.cfg.partitions, {"retention.ms": "-1"})
         ends = kafka_io.end_offsets(self.kafka, self.input)
         total = sum(ends.values())
         procs = self._start(spec, group, self.input, output, stop_at_end=True)

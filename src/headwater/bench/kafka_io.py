@@ -30,11 +30,13 @@ PRODUCER = {"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
             "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000}
 
 
-def create_topics(config: dict[str, Any], topics: list[str], partitions: int) -> None:
+def create_topics(config: dict[str, Any], topics: list[str], partitions: int,
+                  topic_config: dict[str, str] | None = None) -> None:
     """Create topics (replication 1; existing ones are left alone) and wait for their leaders."""
     admin = AdminClient(config)
     existing = admin.list_topics(timeout=30).topics
-    new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+    new = [NewTopic(t, partitions, 1, config=topic_config or {}) for t in topics
+           if t not in existing]
     for topic, future in (admin.create_topics(new).items() if new else []):
         try:
             future.result(30)
