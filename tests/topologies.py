@@ -101,10 +101,11 @@ def orders_count_per_key() -> Topology:
 def windowed_sums() -> Topology:
     """Per-key tumbling windows (HW_TEST_WINDOW, default 1 s; grace HW_TEST_GRACE, default
     500 ms) over the ``at`` event time: final ``n`` and ``total`` of ``amount`` per window to
-    HW_TEST_OUTPUT; late records (``id``, their window, how late) to HW_TEST_ECHO."""
+    HW_TEST_OUTPUT; late records (``id``, their window, how late) to HW_TEST_ECHO. Stream time
+    follows the wall clock after HW_TEST_IDLE_TIMEOUT of quiet (default: never)."""
     from headwater.streams.windows import tumbling
 
-    topology = Topology("windowed-sums")
+    topology = Topology("windowed-sums", idle_timeout=os.environ.get("HW_TEST_IDLE_TIMEOUT"))
     events = topology.source(os.environ["HW_TEST_INPUT"], value_format="json", event_time="at")
     window = tumbling(os.environ.get("HW_TEST_WINDOW", "1s"),
                       grace=os.environ.get("HW_TEST_GRACE", "500ms"))

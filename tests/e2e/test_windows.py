@@ -12,6 +12,7 @@ records.
 from __future__ import annotations
 
 import random
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.e2e.runtime_support import IDLE, Job, read_topic
+from tests.e2e.runtime_support import IDLE, Job, kill_group, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +31,12 @@ KEYS, PARTITIONS = 40, 4
 CHECKPOINT_EVERY = ["--batch-size", "500", "--commit-every-records", "2000"]
 
 
-def produce_windowed_events(config: dict[str, str], topic: str, n: int, lines: Path) -> None:
+def produce_windowed_events(config: dict[str, str], topic: str, n: int, lines: Path,
+                            closing: bool = True) -> None:
     """``n`` events ``{id, at, amount}`` keyed ``u<i % KEYS>`` (partition: key index % 4), then
-    one event per partition far in the future so every window of the ``n`` closes; each event
-    also as a JSON line ``{seq, p, key, id, at, amount}`` (seq: production order)."""
+    (``closing``) one event per partition far in the future so every window of the ``n``
+    closes; each event also as a JSON line ``{seq, p, key, id, at, amount}`` (seq: production
+    order)."""
     rng = random.Random(20261203)
     base = int(time.time() * 1000) - 3_600_000  # recent: outputs carry event time, and a
     # topic's time-based retention would delete records stamped decades ago at once
@@ -45,7 +48,8 @@ def produce_windowed_events(config: dict[str, str], topic: str, n: int, lines: P
             at -= rng.randint(0, 3_000)  # delayed: some within the grace period, some late
         rows.append({"key": f"u{i % KEYS}", "id": i, "at": at, "amount": float(i % 7) + 0.25})
     end = base + n * 5 + 10 * WINDOW_MS
-    rows += [{"key": f"u{p}", "id": n + p, "at": end, "amount": 0.0} for p in range(PARTITIONS)]
+    if closing:
+        rows += [{"key": f"u{p}", "id": n + p, "at": end, "amount": 0.0} for p in range(PARTITIONS)]
     with lines.open("wb") as out:
         for seq, row in enumerate(rows):
             p = int(row["key"][1:]) % PARTITIONS
@@ -57,8 +61,10 @@ def produce_windowed_events(config: dict[str, str], topic: str, n: int, lines: P
     assert producer.flush(60) == 0
 
 
-def expected_from_sql(lines: Path) -> tuple[Counter, Counter]:
-    """(final windows as (key, start, end, n, total) -> 1, late ids -> 1), by DuckDB."""
+def expected_from_sql(lines: Path, all_closed: bool = False) -> tuple[Counter, Counter]:
+    """(final windows as (key, start, end, n, total) -> 1, late ids -> 1), by DuckDB: the
+    windows the input's stream time closes, or (``all_closed``) every window."""
+    closed = "TRUE" if all_closed else f"ws + {WINDOW_MS} + {GRACE_MS} <= stream_time"
     db = duckdb.connect()
     db.execute(f"""
         CREATE TABLE e AS
@@ -69,7 +75,7 @@ def expected_from_sql(lines: Path) -> tuple[Counter, Counter]:
         SELECT key, ws, ws + {WINDOW_MS} AS we, count(*) AS n, round(sum(amount), 6) AS total
         FROM e JOIN (SELECT p, max("at") AS stream_time FROM e GROUP BY p) USING (p)
         WHERE ws + {WINDOW_MS} + {GRACE_MS} > observed
-          AND ws + {WINDOW_MS} + {GRACE_MS} <= stream_time
+          AND {closed}
         GROUP BY key, ws""").fetchall()
     late = db.execute(
         f"SELECT id FROM e WHERE ws + {WINDOW_MS} + {GRACE_MS} <= observed").fetchall()
@@ -118,3 +124,42 @@ def test_exactly_once_windows_equal_an_independent_sql_computation(
         f"missing {list((want_windows - windows).items())[:5]}, "
         f"unexpected {list((windows - want_windows).items())[:5]}\n{job.log_tail()}")
     assert late == want_late, job.log_tail()
+
+
+def test_windows_of_a_quiet_stream_close_after_the_idle_timeout(request, tmp_path) -> None:
+    """No record ever passes the last windows' end + grace: only the idle timeout (stream time
+    following the wall clock once every partition is read to its end) closes them."""
+    fx = request.getfixturevalue
+    job = Job(fx("new_topic"), fx("unique_name"), tmp_path, fx("kafka_bootstrap"),
+              fx("schema_registry_url"), guarantee="exactly-once",
+              topology="tests.topologies:windowed_sums")
+    job.env.update({"HW_TEST_WINDOW": f"{WINDOW_MS}ms", "HW_TEST_GRACE": f"{GRACE_MS}ms",
+                    "HW_TEST_IDLE_TIMEOUT": "1s"})
+    lines = tmp_path / "events.jsonl"
+    produce_windowed_events(job.config, job.input, 4_000, lines, closing=False)
+    want_windows, want_late = expected_from_sql(lines, all_closed=True)
+    still_open, _ = expected_from_sql(lines)
+    assert len(want_windows) - len(still_open) >= KEYS  # the last window of every key, at least
+
+    proc = job.run(*CHECKPOINT_EVERY, wait=False)
+    try:
+        wait_for_committed(job.config, job.output, sum(want_windows.values()))
+    finally:
+        kill_group(proc, signal.SIGTERM)  # to every process, as systemd's KillMode does
+    assert proc.returncode == 0, job.log_tail()
+    windows, late = emitted(job)
+    assert windows == want_windows, (
+        f"missing {list((want_windows - windows).items())[:5]}, "
+        f"unexpected {list((windows - want_windows).items())[:5]}\n{job.log_tail()}")
+    assert late == want_late, job.log_tail()
+
+
+def wait_for_committed(config: dict[str, str], topic: str, at_least: int,
+                       timeout: float = 120) -> None:
+    """Block until a read_committed reader sees ``at_least`` records in ``topic``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(read_topic(config, topic)) >= at_least:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{topic}: fewer than {at_least} committed records after {timeout}s")

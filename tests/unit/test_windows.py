@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headwater.streams import InProcessTestDriver, Topology, TopologyError, agg
+from headwater.streams.task import TaskId
 from headwater.streams.windows import (
     Window, WindowDefinitionError, hopping, parse_duration, tumbling,
 )
@@ -73,6 +74,52 @@ def test_windows_follow_the_event_time_the_source_declares_not_the_kafka_timesta
                 timestamps_ms=[500_000, 500_001])  # Kafka timestamps far in the future
     assert driver.read_json("out") == [{"window_start": 0, "window_end": 60_000, "n": 1}]
     assert [r.timestamp_ms for r in driver.read("out")] == [60_000]
+
+
+def quiet(idle_timeout: str | None) -> Topology:
+    topology = Topology("quiet", idle_timeout=idle_timeout)
+    result = topology.source("in", value_format="json").window(tumbling("1m", grace="10s")) \
+        .aggregate("w", n=agg.count())
+    result.to_topic("out")
+    result.late.select("x").to_topic("late")
+    return topology
+
+
+def test_a_quiet_task_closes_its_windows_once_idle_for_the_idle_timeout() -> None:
+    driver = InProcessTestDriver(quiet("30s"), partitions=1)
+    driver.pipe("in", [{"x": 1}, {"x": 2}], keys=["a", "b"], timestamps_ms=[1_000, 2_000])
+    driver.advance_time(29_999)  # not idle long enough
+    assert driver.read_json("out") == []
+    driver.advance_time(1)  # idle 30 s: stream time 2s + 30s, still before 60s + 10s
+    assert driver.stream_time(TaskId(0, 0)) == 32_000
+    assert driver.read_json("out") == []
+    driver.advance_time(38_000)  # stream time 70 s: both windows close
+    assert sorted(r["n"] for r in driver.read_json("out")) == [1, 1]
+    assert orjson.loads(driver.committed[("in", 0)].metadata or "")["st"] == 70_000
+
+
+def test_a_record_behind_the_idle_advanced_stream_time_is_late() -> None:
+    driver = InProcessTestDriver(quiet("30s"), partitions=1)
+    driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[1_000])
+    driver.advance_time(70_000)  # stream time 71 s: window [0, 60 s) closed and emitted
+    driver.pipe("in", [{"x": 9}], keys=["a"], timestamps_ms=[5_000])
+    assert driver.read_json("late") == [{"x": 9}]
+    assert [r["n"] for r in driver.read_json("out")] == [1]  # emitted once, never reopened
+
+
+def test_without_an_idle_timeout_stream_time_moves_only_with_records() -> None:
+    driver = InProcessTestDriver(quiet(None), partitions=1)
+    driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[1_000])
+    driver.advance_time(3_600_000)
+    assert driver.read_json("out") == []
+    assert driver.stream_time(TaskId(0, 0)) == 1_000
+
+
+def test_an_idle_timeout_that_is_not_a_duration_fails_when_the_topology_is_built() -> None:
+    with pytest.raises(WindowDefinitionError, match="idle_timeout: 'soon'"):
+        Topology("t", idle_timeout="soon")
+    with pytest.raises(TopologyError, match="idle_timeout must be positive"):
+        Topology("t", idle_timeout=0)
 
 
 def test_a_record_after_its_window_closed_goes_to_the_late_output_with_how_late() -> None:

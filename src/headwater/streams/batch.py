@@ -192,20 +192,22 @@ class BatchContext(ABC):
         finally:
             self._batch = self._subtopology = None
         advanced = []
+        wall = self.now_ms()
         for partition, event_time in maxima:
             state = self.tasks[TaskId(sub, partition)]
             if state.stream_time is None or event_time > state.stream_time:
                 state.stream_time = event_time
                 advanced.append(TaskId(sub, partition))
+            state.heard_wall_ms, state.heard_stream_time = wall, state.stream_time
         timers = self.topology.timers_of(sub, TimerKind.STREAM_TIME)
         if timers:
-            wall = self.now_ms()
             for task in advanced:
                 self._fire(task, timers, wall)
 
     def punctuate(self, wall_ms: int | None = None) -> None:
         """Fire the wall-clock timers of every assigned task, if ``wall_ms`` (default: now) is
-        later than at the last call. Rows they emit are processed at once (open transaction)."""
+        later than at the last call, then advance the stream time of idle tasks (see
+        :meth:`advance_idle`). Rows they emit are processed at once (open transaction)."""
         wall = self.now_ms() if wall_ms is None else wall_ms
         if self._wall_ms is not None and wall <= self._wall_ms:
             return
@@ -214,6 +216,36 @@ class BatchContext(ABC):
             timers = self.topology.timers_of(task.subtopology, TimerKind.WALL_CLOCK)
             if timers:
                 self._fire(task, timers, wall)
+        self.advance_idle(wall)
+
+    def advance_idle(self, wall_ms: int) -> None:
+        """Idle tasks' stream time follows the wall clock, so windows close on quiet streams.
+
+        A task is idle when no record arrived for ``topology.idle_timeout_ms`` of wall-clock
+        time and it has read everything its partitions hold (:meth:`caught_up`). Its stream time
+        then becomes the stream time it had when records last arrived plus the wall-clock time
+        since, and its stream-time timers fire. The advance is committed with the offsets like
+        any stream time, so a restart never moves it back.
+        """
+        idle_ms = self.topology.idle_timeout_ms
+        timers_of = self.topology.timers_of
+        if idle_ms is None:
+            return
+        for task, state in sorted(self.tasks.items()):
+            heard, base = state.heard_wall_ms, state.heard_stream_time
+            if heard is None or base is None or wall_ms - heard < idle_ms:
+                continue
+            target = base + (wall_ms - heard)
+            if target <= (state.stream_time or 0) or not self.caught_up(task):
+                continue
+            state.stream_time = target
+            timers = timers_of(task.subtopology, TimerKind.STREAM_TIME)
+            if timers:
+                self._fire(task, timers, wall_ms)
+
+    def caught_up(self, task: TaskId) -> bool:
+        """Whether ``task`` has read every record its partitions hold (the driver: always)."""
+        return True
 
     def _fire(self, task: TaskId, nodes: list[Node], wall_ms: int) -> None:
         self._subtopology = task.subtopology
@@ -295,6 +327,7 @@ class BatchContext(ABC):
             known = [s for s in seqs if s is not None]  # partitions never committed have none
             seq = min(known) if known else None
             state.seq = seq or 0
+            state.heard_wall_ms, state.heard_stream_time = self.now_ms(), state.stream_time
             commits[task] = TaskCommit(seq, offsets)
         for sink, tasks in self._sink_tasks(new):
             sink.on_assign(tasks)

@@ -41,6 +41,8 @@ class TaskState:
     seq: int = 0  # checkpoints committed for this task; persisted in the offset metadata
     end: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per source tp
     first: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset this interval
+    heard_wall_ms: int | None = None  # wall clock when records last arrived (or assignment)
+    heard_stream_time: int | None = None  # the stream time then
 
     def consumed(self, tp: tuple[str, int], first: int, last: int) -> None:
         self.first.setdefault(tp, first)

@@ -193,6 +193,11 @@ class InProcessTestDriver(BatchContext):
         if self.auto_checkpoint:
             self.checkpoint()
 
+    def caught_up(self, task: TaskId) -> bool:
+        """Whether every record piped to the task's partitions has been processed."""
+        return all(self._read.get(tp, 0) >= len(self._logs.get(tp, ()))
+                   for tp in self.partitions_of(task))
+
     # --- checkpoints, rebalances and crashes ------------------------------------------------
 
     def checkpoint(self) -> None:

@@ -36,7 +36,7 @@ from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
 from headwater.streams.sink import PlainSink, Sink, SinkOperator, as_sink
 from headwater.streams.time import TimerKind, TimerOperator
 from headwater.streams.window_aggregate import EmitMode, WindowAggregate
-from headwater.streams.windows import Window
+from headwater.streams.windows import Window, parse_duration
 
 ValueFormat = Literal["avro", "json", "raw"]
 
@@ -304,10 +304,15 @@ class Topology:
     Args:
         name: a label for logs and metrics (the consumer group is the ``application_id`` setting).
         on_error: the default error policy for operators (``dlq``, ``fail`` or ``skip``).
+        idle_timeout: after this long (``"30s"``, ms as an int) without records on a task that
+            has read all its input, the task's stream time follows the wall clock, so windows
+            and other stream-time timers close on quiet streams; ``None`` turns it off (stream
+            time then moves only with records, as in Kafka Streams).
     """
 
     name: str
     on_error: ErrorPolicy = "dlq"
+    idle_timeout: int | str | None = "30s"
     _roots: dict[str, tuple[SourceSpec, Node]] = field(default_factory=dict)
     _stores: dict[str, StoreSpec] = field(default_factory=dict)
     _outputs: list[str] = field(default_factory=list)
@@ -418,6 +423,14 @@ class Topology:
         internal topics are named logically (``<store>-repartition``)."""
         return [frozenset(s.source_topics) for s in self.subtopologies
                 if s.stores and len(s.source_topics) > 1]
+
+    def __post_init__(self) -> None:
+        self.idle_timeout_ms: int | None = (
+            None if self.idle_timeout is None
+            else parse_duration(self.idle_timeout, f"topology {self.name!r}: idle_timeout"))
+        if self.idle_timeout_ms == 0:
+            raise TopologyError(f"topology {self.name!r}: idle_timeout must be positive "
+                                "(None turns it off)")
 
     def event_time_of(self, source_topic: str) -> pl.Expr | None:
         """The event-time expression a source declared (``None``: the Kafka record timestamp)."""

@@ -76,12 +76,27 @@ def run_worker(
         format=f"%(asctime)s worker-{options.worker_id} %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
+    worker: Worker | None = None
+    stop_requested = False  # a stop signal before the worker exists: it stops at once
+
+    def on_stop_signal(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if worker is not None:
+            worker.stop()
+
+    signal.signal(signal.SIGTERM, on_stop_signal)  # from the supervisor, or to the whole group
+    signal.signal(signal.SIGINT, on_stop_signal)  # (systemd's default KillMode): both are fine
     try:
         worker = Worker(load_topology(reference), settings, options,
                         on_checkpoint=lambda: _increment(checkpoints))
-        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        if stop_requested:
+            worker.stop()
         worker.run()
+        # done: a stop signal arriving now (interpreter shutdown resets the handlers) must not
+        # turn a clean exit into death by signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except StartupError as exc:
         reports.put((options.worker_id, "startup", exc.one_line()))
         log.error("worker-%d cannot start: %s", options.worker_id, exc.one_line())

@@ -46,6 +46,7 @@ from headwater.streams.runtime import checkpoint as cp
 from headwater.streams.runtime import clients
 from headwater.streams.runtime import topics
 from headwater.streams.runtime.assignment import Assignments
+from headwater.streams.task import TaskId
 from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.worker")
@@ -109,6 +110,23 @@ class _KafkaContext(BatchContext):
 
     def internal_topic(self, store_name: str) -> str:
         return self._worker.physical[f"{store_name}{REPARTITION_SUFFIX}"]
+
+    def caught_up(self, task: TaskId) -> bool:
+        """The consumer's position has reached the high watermark of every partition of the
+        task (cached from fetches; asked of the broker when no fetch has told it yet)."""
+        consumer, physical = self._worker.consumer, self._worker.physical
+        ends = self.tasks[task].end
+        for topic, partition in self.partitions_of(task):
+            tp = TopicPartition(physical.get(topic, topic), partition)
+            position = consumer.position([tp])[0].offset
+            if position < 0:  # nothing consumed since the assignment: the committed offset
+                position = ends.get((topic, partition), -1)
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                _, high = consumer.get_watermark_offsets(tp, timeout=5)
+            if position < 0 or position < high:
+                return False
+        return True
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         self._worker.begin_effects()
