@@ -123,7 +123,12 @@ class _KafkaContext(BatchContext):
                 position = ends.get((topic, partition), -1)
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
-                _, high = consumer.get_watermark_offsets(tp, timeout=5)
+                try:
+                    _, high = consumer.get_watermark_offsets(tp, timeout=5)
+                except KafkaException as exc:  # transient: not idle now, asked again next time
+                    log.warning("end offset of %s[%d] unknown (%s); not advancing its stream "
+                                "time yet", tp.topic, partition, exc)
+                    return False
             if position < 0 or position < high:
                 return False
         return True
