@@ -11,7 +11,9 @@ import pytest
 from headwater import failpoints
 from headwater.config import Settings
 from headwater.streams.runtime import supervisor
-from headwater.streams.runtime.topics import TopicError, check_copartitioned, check_sources
+from headwater.streams.runtime.topics import (
+    TopicError, check_copartitioned, check_sources, partition_counts,
+)
 from headwater.streams.runtime.worker import WorkerOptions
 
 
@@ -19,6 +21,34 @@ def test_sources_must_exist_and_the_error_names_the_missing_one() -> None:
     assert check_sources({"a": 4, "b": 2}, ["a"]) == {"a": 4}
     with pytest.raises(TopicError, match="'missing'.*never creates inputs"):
         check_sources({"a": 4}, ["a", "missing"])
+
+
+class FlakyMetadata:
+    """An admin client whose first metadata answers list ``in`` with an error."""
+
+    def __init__(self, bad_answers: int) -> None:
+        self.bad_answers, self.calls = bad_answers, 0
+
+    def list_topics(self, timeout: float) -> SimpleNamespace:
+        self.calls += 1
+        error = "LEADER_NOT_AVAILABLE" if self.calls <= self.bad_answers else None
+        topic = SimpleNamespace(error=error, partitions={0: None, 1: None})
+        return SimpleNamespace(topics={"in": topic, "other": SimpleNamespace(
+            error=None, partitions={0: None})})
+
+
+def test_a_source_listed_with_a_transient_error_is_asked_for_again_not_called_missing() -> None:
+    admin = FlakyMetadata(bad_answers=2)
+    assert partition_counts(admin, required=["in"], settle_s=10) == {"in": 2, "other": 1}
+    assert admin.calls == 3
+
+
+def test_a_source_still_missing_after_the_settle_time_is_reported_missing() -> None:
+    admin = FlakyMetadata(bad_answers=1_000)
+    counts = partition_counts(admin, required=["in"], settle_s=0.6)
+    with pytest.raises(TopicError, match="'in'"):
+        check_sources(counts, ["in"])
+    assert admin.calls >= 2
 
 
 def test_inputs_of_one_stateful_operator_must_have_equal_partition_counts() -> None:

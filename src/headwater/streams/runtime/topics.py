@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -34,10 +35,26 @@ class TopicError(StartupError):
         super().__init__(f"topic {topic!r}: {reason}")
 
 
-def partition_counts(admin: AdminClient, timeout_s: float = 30.0) -> dict[str, int]:
-    """Partition count of every topic the cluster lists (topics with errors left out)."""
-    meta = admin.list_topics(timeout=timeout_s)
-    return {t: len(m.partitions) for t, m in meta.topics.items() if m.error is None and m.partitions}
+def partition_counts(admin: AdminClient, timeout_s: float = 30.0, required: Iterable[str] = (),
+                     settle_s: float = 5.0) -> dict[str, int]:
+    """Partition count of every topic the cluster lists (topics with errors left out).
+
+    A ``required`` topic that is absent or listed with an error is asked for again for up to
+    ``settle_s``: one metadata answer can be transiently incomplete (a leader election, a topic
+    still propagating), and a missing topic is a fatal start-up error.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s)
+        counts = {t: len(m.partitions) for t, m in meta.topics.items()
+                  if m.error is None and m.partitions}
+        unsure = sorted(set(required) - set(counts))
+        if not unsure or time.monotonic() >= deadline:
+            return counts
+        log.info("topic(s) %s not listed cleanly (%s); asking again", ", ".join(unsure),
+                 "; ".join(f"{t}: {meta.topics[t].error}" for t in unsure if t in meta.topics)
+                 or "absent")
+        time.sleep(0.5)
 
 
 def check_sources(existing: Mapping[str, int], sources: Iterable[str]) -> dict[str, int]:

@@ -466,16 +466,17 @@ class Worker:
     def _prepare_topics(self) -> None:
         """Check sources and co-partitioning; create outputs and internal topics."""
         admin = self._admin = AdminClient(self.settings.kafka_client_config())
-        existing = topics.partition_counts(admin)
         external = [t for t, spec in self.topology.sources.items() if not spec.internal]
+        outputs = [t for t in self.topology.outputs if t not in self.physical.values()]
+        must_exist = external + ([] if self.settings.auto_create_topics else outputs)
+        existing = topics.partition_counts(admin, required=must_exist)
         counts = topics.check_sources(existing, external)
         topics.check_copartitioned(self.topology.copartition_groups(), counts)
         count = max(counts.values())
         replication = self.settings.internal_replication_factor
         topics.ensure_topics(
-            admin, {t: count for t in self.topology.outputs if t not in self.physical.values()},
-            existing, consumer=self.consumer, replication_factor=replication,
-            create=self.settings.auto_create_topics,
+            admin, {t: count for t in outputs}, existing, consumer=self.consumer,
+            replication_factor=replication, create=self.settings.auto_create_topics,
         )
         ensure_dlq_topic(admin, self.dead_letters.topic, replication_factor=replication)
         self.dead_letters.max_message_bytes = dlq_size_limit(
