@@ -15,8 +15,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from peer_env import FirstConsumed, PeerEnv  # noqa: E402
 
-from headwater.bench.workloads import W1_SCHEMA_STR  # noqa: E402
+from headwater.bench.workloads import W1_SCHEMA_STR, WINDOWED  # noqa: E402
 from headwater.streams import Topology, agg  # noqa: E402
+from headwater.streams.windows import Window, hopping, tumbling  # noqa: E402
 
 
 class _Probe:
@@ -66,3 +67,30 @@ def w2() -> Topology:
     topology, env, orders = _source("bench-w2")
     orders.aggregate("counts", count=agg.count()).select("count").to_topic(env.output)
     return topology
+
+
+def _windowed(name: str, window: Window) -> Topology:
+    """Per userId (the record key) in event time (the envelope's ``timestamp``): count, sum and
+    mean of ``totalAmount``; final results, JSON. No idle timeout, like the peers: windows close
+    with the data only, so every engine emits the same windows."""
+    env = PeerEnv.load()
+    topology = Topology(name, idle_timeout=None)
+    orders = topology.source(env.input, value_format=env.fmt, event_time="timestamp")  # type: ignore[arg-type]
+    orders.sink(_Probe(), name="first-consumed")
+    amount = pl.col("data").struct.field("payload").struct.field("totalAmount")
+    orders.window(window).aggregate(
+        name, count=agg.count(), total=agg.sum(amount), avg=agg.mean(amount),
+    ).select("window_start", "window_end", "count", "total", "avg").to_topic(env.output)
+    return topology
+
+
+def w3() -> Topology:
+    """Tumbling 1-minute windows, 5 s grace."""
+    spec = WINDOWED["W3"]
+    return _windowed("bench-w3", tumbling(spec.size_ms, grace=spec.grace_ms))
+
+
+def w3h() -> Topology:
+    """Hopping windows of 5 minutes advancing by 1 minute, 5 s grace."""
+    spec = WINDOWED["W3h"]
+    return _windowed("bench-w3h", hopping(spec.size_ms, spec.advance_ms, grace=spec.grace_ms))

@@ -1,9 +1,11 @@
-"""Quix Streams peer: ``python benchmarks/peers/quix_peer.py W1|W2``.
+"""Quix Streams peer: ``python benchmarks/peers/quix_peer.py W1|W2|W3|W3h``.
 
 Idiomatic Quix: its own Avro (de)serializers backed by the Schema Registry
 (``SchemaRegistryClientConfig``), a StreamingDataFrame with ``filter``/``apply``, and for W2 its
 RocksDB state through ``apply(..., stateful=True)`` (Quix has no un-windowed count operator; state
-is scoped to the message key, the userId). Runs until SIGTERM; commits every
+is scoped to the message key, the userId); for W3/W3h its own tumbling/hopping windows with
+``Count``/``Sum``/``Mean`` and ``final(closing_strategy="partition")``, in event time (a timestamp
+extractor reading the envelope's ``timestamp``). Runs until SIGTERM; commits every
 BENCH_COMMIT_INTERVAL_S.
 """
 
@@ -17,13 +19,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from peer_env import FirstConsumed, PeerEnv, derive_order, order_is_valid  # noqa: E402
 
 from quixstreams import Application, State  # noqa: E402
+from quixstreams.dataframe.windows import Count, Mean, Sum  # noqa: E402
 from quixstreams.models.serializers.avro import AvroDeserializer, AvroSerializer  # noqa: E402
 from quixstreams.models.serializers.schema_registry import (  # noqa: E402
     SchemaRegistryClientConfig,
     SchemaRegistrySerializationConfig,
 )
 
-from headwater.bench.workloads import W1_SCHEMA  # noqa: E402
+from headwater.bench.workloads import W1_SCHEMA, WINDOWED, event_time_ms  # noqa: E402
 from headwater.schemas.catalog import event_type  # noqa: E402
 
 
@@ -31,6 +34,11 @@ def count(_value: dict, state: State) -> dict:
     n = state.get("count", 0) + 1
     state.set("count", n)
     return {"count": n}
+
+
+def event_time(value: dict, _headers: object, _timestamp: int, _kind: object) -> int:
+    """Event time: the envelope's ``timestamp`` (a datetime from Avro, epoch ms from JSON)."""
+    return event_time_ms(value["timestamp"])
 
 
 def main(workload: str) -> None:
@@ -44,9 +52,11 @@ def main(workload: str) -> None:
     registry = SchemaRegistryClientConfig(url=env.registry)
     if env.fmt == "avro":
         source = app.topic(env.input, key_deserializer="str", value_deserializer=AvroDeserializer(
-            schema=event_type("order.created").schema, schema_registry_client_config=registry))
+            schema=event_type("order.created").schema, schema_registry_client_config=registry),
+            timestamp_extractor=event_time)
     else:
-        source = app.topic(env.input, key_deserializer="str", value_deserializer="json")
+        source = app.topic(env.input, key_deserializer="str", value_deserializer="json",
+                           timestamp_extractor=event_time)
     sdf = app.dataframe(source)
     first = FirstConsumed()
     sdf = sdf.update(first)
@@ -58,6 +68,18 @@ def main(workload: str) -> None:
     elif workload == "W2":
         sink = app.topic(env.output, key_serializer="str", value_serializer="json")
         sdf = sdf.apply(count, stateful=True)
+    elif workload in WINDOWED:
+        sink = app.topic(env.output, key_serializer="str", value_serializer="json")
+        spec = WINDOWED[workload]
+        sdf = sdf.apply(lambda v: {"amount": v["data"]["payload"]["totalAmount"]})
+        if spec.size_ms == spec.advance_ms:
+            windows = sdf.tumbling_window(duration_ms=spec.size_ms, grace_ms=spec.grace_ms)
+        else:
+            windows = sdf.hopping_window(duration_ms=spec.size_ms, step_ms=spec.advance_ms,
+                                         grace_ms=spec.grace_ms)
+        # closed by the partition's event time, as headwater closes them (not per key)
+        sdf = windows.agg(count=Count(), total=Sum("amount"), avg=Mean("amount")).final(
+            closing_strategy="partition")
     else:
         raise SystemExit(f"unknown workload {workload}")
     sdf.to_topic(sink)

@@ -41,6 +41,9 @@ ENGINES = ("headwater", "quixstreams", "faust", "bytewax")
 PEER_SCRIPTS = {"confluent-kafka": "ceiling_w0.py", "quixstreams": "quix_peer.py",
                 "faust": "faust_peer.py", "bytewax": "bytewax_peer.py"}
 PEER_MODULES = {"quixstreams": "quixstreams", "faust": "faust", "bytewax": "bytewax"}
+#: The workloads each peer implements (headwater: all).
+PEER_WORKLOADS = {"quixstreams": {"W1", "W2", "W3", "W3h"}, "faust": {"W1", "W2"},
+                  "bytewax": {"W1", "W2"}}
 #: Engines whose Kafka source commits no consumer-group offsets: the harness cannot watch the
 #: group, so the runner stops at the input's end offsets and prints ``{"event": "done"}`` after
 #: flushing its output (``BENCH_STOP_AT_END=1``); that instant ends the timed window.
@@ -99,7 +102,8 @@ def plan(cfg: EngineSuiteConfig) -> list[RunSpec]:
     """Every run of the suite, headwater first within each workload (peers are checked against it)."""
     runs: list[RunSpec] = []
     for workload in cfg.workloads:
-        engines = ["confluent-kafka"] if workload == "W0" else cfg.engines
+        engines = ["confluent-kafka"] if workload == "W0" else [
+            e for e in cfg.engines if workload in PEER_WORKLOADS.get(e, workloads.WORKLOADS)]
         for engine in engines:
             for workers in cfg.workers:
                 runs.append(RunSpec(workload, engine, workers))
@@ -162,10 +166,11 @@ class EngineSuite:
         else:
             self.progress.done(f"reusing {self.input} ({have:,} events)")
         decode, expected = self.codec.decoder(), workloads.Expected()
-        for key, value in kafka_io.read_topic(self.kafka, self.input):
+        for partition, key, value in kafka_io.read_partitions(self.kafka, self.input):
             event = decode(value)
-            expected.add(key.decode(), event)
+            expected.add(key.decode(), event, partition)
             self.records.append((key, value, str(event["eventId"]).encode()))
+        expected.finish()
         self.expected = expected
 
     # --- runs -------------------------------------------------------------------------------
@@ -390,6 +395,8 @@ class EngineSuite:
 
             view = workloads.w1_view(fastavro.schemaless_reader(io.BytesIO(v[5:]), self.w1_reader, None)
                                      for _, v in records if v)
+        elif workload in workloads.WINDOWED:
+            view = workloads.window_view(records)
         else:
             view = workloads.w2_view(records)
         return workloads.check(workload, view, self.expected)

@@ -142,7 +142,14 @@ def preload(config: dict[str, Any], topic: str, codec: InputCodec, count: int, s
 
 
 def read_topic(config: dict[str, Any], topic: str, read_committed: bool = True) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) currently in ``topic``, partition by partition in offset order."""
+    """Every (key, value) currently in ``topic``, in offset order within each partition."""
+    return [(key, value) for _, key, value in read_partitions(config, topic, read_committed)]
+
+
+def read_partitions(config: dict[str, Any], topic: str,
+                    read_committed: bool = True) -> list[tuple[int, bytes | None, bytes | None]]:
+    """Every (partition, key, value) currently in ``topic``, in offset order within each
+    partition."""
     consumer = Consumer({
         **config, "group.id": f"bench-read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
         "enable.partition.eof": True,
@@ -157,7 +164,7 @@ def read_topic(config: dict[str, Any], topic: str, read_committed: bool = True) 
             for msg in consumer.consume(10_000, 0.5):
                 err = msg.error()
                 if err is None:
-                    out.append((msg.key(), msg.value()))
+                    out.append((msg.partition(), msg.key(), msg.value()))
                 elif err.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
         if pending:
@@ -170,6 +177,7 @@ def read_topic(config: dict[str, Any], topic: str, read_committed: bool = True) 
 def expected_from_input(config: dict[str, Any], topic: str, codec: InputCodec) -> Expected:
     """The workloads' results computed from the input topic by the harness (fastavro/orjson)."""
     decode, expected = codec.decoder(), Expected()
-    for key, value in read_topic(config, topic):
-        expected.add(key.decode() if key else "", decode(value))
+    for partition, key, value in read_partitions(config, topic):
+        expected.add(key.decode() if key else "", decode(value), partition)
+    expected.finish()
     return expected

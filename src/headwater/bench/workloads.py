@@ -8,6 +8,13 @@ Input: ``order.created`` events (the catalog schema), keyed by ``userId``.
   totalCents = floor(totalAmount * 100 + 0.5)``; record key unchanged.
 - W2: count per record key (the userId); emit JSON ``{"count": n}`` keyed by the userId (updates;
   the last one per key is the final count).
+- W3: per userId, tumbling 1-minute windows (5 s grace) in event time (the envelope's
+  ``timestamp``): count, sum and mean of ``totalAmount``; final results only, JSON keyed by userId.
+- W3h: W3 over hopping windows, 5 minutes advancing by 1 minute.
+
+Windows close per input partition when its stream time (max event time read) passes end + grace;
+the expected windows are those the whole input closes (the input is in event-time order per
+partition, so no record is late).
 """
 
 from __future__ import annotations
@@ -21,12 +28,32 @@ from typing import Any
 
 import orjson
 
-WORKLOADS = ("W0", "W1", "W2")
+WORKLOADS = ("W0", "W1", "W2", "W3", "W3h")
 WORKLOAD_TITLES = {
     "W0": "ceiling: batch consume + decode only",
     "W1": "stateless: decode -> validate -> map -> Avro to_topic",
     "W2": "stateful: count per key",
+    "W3": "tumbling 1 min windows: count, sum, mean per key",
+    "W3h": "hopping 5 min / 1 min windows: count, sum, mean per key",
 }
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A windowed workload's windows (milliseconds)."""
+
+    size_ms: int
+    advance_ms: int
+    grace_ms: int = 5_000
+
+    def starts(self, t: int) -> range:
+        """Starts of the windows ``[start, start + size)`` that contain event time ``t``."""
+        last = t - t % self.advance_ms
+        first = last - self.size_ms + self.advance_ms
+        return range(first, last + 1, self.advance_ms)
+
+
+WINDOWED = {"W3": WindowSpec(60_000, 60_000), "W3h": WindowSpec(300_000, 60_000)}
 
 W1_SCHEMA: dict[str, Any] = {
     "type": "record", "name": "ValidOrder", "namespace": "io.headwater.bench",
@@ -61,20 +88,80 @@ def w1_row(event: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 @dataclass
+class _Windows:
+    """The windowed results of one workload, built record by record in partition order."""
+
+    spec: WindowSpec
+    open: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # -> [n, sum]
+    closed: dict[tuple[str, int], tuple[int, float, float]] = field(default_factory=dict)
+    stream_time: dict[int, int] = field(default_factory=dict)  # per partition
+    late: int = 0
+
+    def add(self, partition: int, key: str, t: int, amount: float) -> None:
+        observed = max(self.stream_time.get(partition, t), t)
+        self.stream_time[partition] = observed
+        for start in self.spec.starts(t):
+            if start + self.spec.size_ms + self.spec.grace_ms <= observed:
+                self.late += 1
+                continue
+            acc = self.open.setdefault((key, start), [0, 0.0])
+            acc[0] += 1
+            acc[1] += amount
+
+    def finish(self, partition_of_key: Mapping[str, int]) -> None:
+        """Close the windows the final stream time of their key's partition closes."""
+        for (key, start), (n, total) in self.open.items():
+            end = start + self.spec.size_ms
+            if end + self.spec.grace_ms <= self.stream_time[partition_of_key[key]]:
+                self.closed[(key, start)] = (n, total, total / n)
+
+
+@dataclass
 class Expected:
     """Results computed by the harness from the input records themselves."""
 
     events: int = 0
     w1: dict[str, tuple] = field(default_factory=dict)  # eventId -> (orderId, itemCount, totalCents)
     w2: Counter = field(default_factory=Counter)  # key -> count
+    windows: dict[str, _Windows] = field(
+        default_factory=lambda: {w: _Windows(spec) for w, spec in WINDOWED.items()})
+    partition_of_key: dict[str, int] = field(default_factory=dict)
 
-    def add(self, key: str, event: Mapping[str, Any]) -> None:
-        """Account for one input record."""
+    def add(self, key: str, event: Mapping[str, Any], partition: int = 0) -> None:
+        """Account for one input record (records of a partition in offset order)."""
         self.events += 1
         self.w2[key] += 1
         row = w1_row(event)
         if row is not None:
             self.w1[row["eventId"]] = (row["orderId"], row["itemCount"], row["totalCents"])
+        self.partition_of_key[key] = partition
+        t = event_time_ms(event["timestamp"])
+        amount = float(event["data"]["payload"]["totalAmount"])
+        for windows in self.windows.values():
+            windows.add(partition, key, t, amount)
+
+    def finish(self) -> None:
+        """After the last record: close the windows the input's stream time closes."""
+        for windows in self.windows.values():
+            windows.finish(self.partition_of_key)
+
+
+def event_time_ms(value: Any) -> int:
+    """The envelope timestamp as epoch ms (fastavro decodes timestamp-millis as a datetime)."""
+    return value if isinstance(value, int) else int(round(value.timestamp() * 1000))
+
+
+def window_view(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[tuple[str, int], tuple]:
+    """Windowed output (key, JSON value) as (key, window start) -> (count, sum, mean); the value
+    holds ``window_start`` (headwater) or ``start`` (Quix) and ``count``, ``total``, ``avg``."""
+    out: dict[tuple[str, int], tuple] = {}
+    for key, value in records:
+        if key is None or value is None:
+            continue
+        v = orjson.loads(value)
+        start = v["window_start"] if "window_start" in v else v["start"]
+        out[(key.decode(), int(start))] = (int(v["count"]), float(v["total"]), float(v["avg"]))
+    return out
 
 
 def w1_view(records: Iterable[dict[str, Any]]) -> dict[str, tuple]:
@@ -91,12 +178,22 @@ def w2_view(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, i
     return out
 
 
-def check(workload: str, view: Mapping[str, Any], expected: Expected) -> tuple[bool, str]:
-    """Whether an output view equals the expected result; a short reason when it does not."""
-    want: Mapping[str, Any] = expected.w1 if workload == "W1" else dict(expected.w2)
-    if view == want:
+def _same(workload: str, got: Any, want: Any) -> bool:
+    if workload not in WINDOWED:
+        return bool(got == want)
+    return got[0] == want[0] and all(math.isclose(g, w, rel_tol=1e-9, abs_tol=1e-6)
+                                     for g, w in zip(got[1:], want[1:]))
+
+
+def check(workload: str, view: Mapping[Any, Any], expected: Expected) -> tuple[bool, str]:
+    """Whether an output view equals the expected result (window sums and means to 1e-9, as
+    engines add in different orders); a short reason when it does not."""
+    want: Mapping[Any, Any] = (expected.w1 if workload == "W1"
+                               else expected.windows[workload].closed if workload in WINDOWED
+                               else dict(expected.w2))
+    differ = sum(1 for k in set(want) & set(view) if not _same(workload, view[k], want[k]))
+    if set(view) == set(want) and not differ:
         return True, ""
     missing = len(set(want) - set(view))
     extra = len(set(view) - set(want))
-    differ = sum(1 for k in set(want) & set(view) if want[k] != view[k])
     return False, f"{len(view)} keys vs {len(want)} expected: {missing} missing, {extra} extra, {differ} differ"

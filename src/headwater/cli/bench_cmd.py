@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engines", default="headwater,quixstreams",
                         help="engine suite: comma-separated (headwater, quixstreams, faust)")
     parser.add_argument("--workers", default=None, help="engine suite: e.g. 1,2 (default 1,2; quick: 1)")
-    parser.add_argument("--workloads", default=None, help="engine suite: e.g. W0,W1,W2 (default all)")
+    parser.add_argument("--workloads", default=None, help="engine suite: e.g. W0,W1,W2,W3,W3h (default all)")
     parser.add_argument("--events", type=int, help="engine suite: input events (default 300000)")
     parser.add_argument("--input-format", choices=["avro", "json"], default="avro",
                         help="engine suite: input value format (default avro)")
@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from headwater.bench.progress import Progress
     from headwater.bench.report import BenchReport, default_path
     from headwater.bench.serde_suite import SerdeSuiteConfig, run_serde
+    from headwater.bench.workloads import WORKLOADS
 
     signal.signal(signal.SIGTERM, _interrupt)  # unwind, so running engines get stopped
     settings = settings_from_args(args)
@@ -70,7 +71,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.workers:
             overrides["workers"] = [int(w) for w in args.workers.split(",")]
         if args.workloads:
-            overrides["workloads"] = [w.strip().upper() for w in args.workloads.split(",")]
+            known = {w.upper(): w for w in WORKLOADS}
+            names = [w.strip() for w in args.workloads.split(",")]
+            unknown = [w for w in names if w.upper() not in known]
+            if unknown:
+                print(f"headwater bench: --workloads: unknown {', '.join(unknown)} "
+                      f"(known: {', '.join(WORKLOADS)})", file=sys.stderr)
+                return 2
+            overrides["workloads"] = [known[w.upper()] for w in names]
         if args.no_exactly_once:
             overrides["exactly_once"] = False
         if args.no_latency:
