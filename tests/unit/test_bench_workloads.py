@@ -51,3 +51,19 @@ def test_engines_agree_when_windows_match_up_to_float_summation_order() -> None:
     assert check("W3", window_view(wrong), expected)[0] is False
     assert check("W3", {}, expected) == (False, "0 keys vs 1 expected: 1 missing, 0 extra, 0 differ")
     assert set(WINDOWED) == {"W3", "W3h"}
+
+
+def test_charts_show_every_workload_with_engines_side_by_side(tmp_path) -> None:
+    from headwater.bench.charts import _ratio, _title, write_charts
+    from headwater.bench.report import BenchReport, ResultRow
+
+    rows = [ResultRow("engine", w, e, 1, 1000, rate, p50_ms=p50, p95_ms=p50, p99_ms=p50)
+            for w in ("W1", "W3", "W3h", "W9")
+            for e, rate, p50 in (("headwater", 80_000.0, 150.0), ("quixstreams", 4_000.0, 30.0))]
+    report = BenchReport("engine", "headwater bench engine", {}, {}, results=rows)
+    written = write_charts(report, tmp_path / "run")
+    assert [p.name for p in written] == ["run-throughput.png", "run-latency.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)
+    assert _ratio(rows[1], rows[:2]) == "\n(headwater 20.0x)" and _ratio(rows[0], rows[:2]) == ""
+    assert _title("W3").startswith("W3: tumbling") and _title("W9") == "W9"
+    assert _title("decode@10000") == "Avro decode, batches of 10,000 records (one core)"
