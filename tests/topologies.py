@@ -113,3 +113,11 @@ def windowed_sums() -> Topology:
     sums.to_topic(os.environ["HW_TEST_OUTPUT"])
     sums.late.select("id", "window_start", "late_by_ms").to_topic(os.environ["HW_TEST_ECHO"])
     return topology
+
+
+def event_time_echo() -> Topology:
+    """Every record of HW_TEST_INPUT to HW_TEST_OUTPUT, with its ``at`` field as event time."""
+    topology = Topology("event-time-echo")
+    topology.source(os.environ["HW_TEST_INPUT"], value_format="json", event_time="at").to_topic(
+        os.environ["HW_TEST_OUTPUT"])
+    return topology

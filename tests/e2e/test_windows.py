@@ -163,3 +163,29 @@ def wait_for_committed(config: dict[str, str], topic: str, at_least: int,
             return
         time.sleep(0.5)
     raise AssertionError(f"{topic}: fewer than {at_least} committed records after {timeout}s")
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_outputs_carry_the_event_time_and_a_future_one_is_stamped_now(
+    request, tmp_path, guarantee
+) -> None:
+    """Kafka 4 rejects record timestamps more than an hour ahead: a record whose event time is
+    days ahead is still delivered (stamped with the wall clock; its value keeps the time), and
+    does not fail the checkpoint."""
+    fx = request.getfixturevalue
+    job = Job(fx("new_topic"), fx("unique_name"), tmp_path, fx("kafka_bootstrap"),
+              fx("schema_registry_url"), guarantee=guarantee,
+              topology="tests.topologies:event_time_echo")
+    now = int(time.time() * 1000)
+    past, future = now - 3_600_000, now + 3 * 86_400_000
+    producer = Producer(job.config)
+    for i, at in enumerate([past, future]):
+        producer.produce(job.input, orjson.dumps({"id": i, "at": at}), b"k", partition=0)
+    assert producer.flush(30) == 0
+
+    job.run(*IDLE)
+
+    out = {orjson.loads(m.value())["id"]: (orjson.loads(m.value())["at"], m.timestamp()[1])
+           for m in read_topic(job.config, job.output)}
+    assert out[0] == (past, past)
+    assert out[1][0] == future and now <= out[1][1] < future, job.log_tail()

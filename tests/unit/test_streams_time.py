@@ -66,10 +66,28 @@ def test_a_datetime_event_time_is_taken_as_epoch_milliseconds() -> None:
     assert [r.timestamp_ms for r in driver.read("out")] == [5_250]
 
 
-def test_an_event_time_that_is_not_a_time_fails_the_run_naming_the_source() -> None:
+def test_a_record_whose_event_time_is_not_a_time_is_dead_lettered_with_the_reason() -> None:
     driver = InProcessTestDriver(timed_passthrough("at"), partitions=1)
-    with pytest.raises(EventTimeError, match="'in'.*String"):
-        driver.pipe("in", [{"at": "soon"}], timestamps_ms=[1])
+    driver.pipe("in", [{"at": "soon"}, {"at": "7000"}], timestamps_ms=[1, 2])
+    assert [r.timestamp_ms for r in driver.read("out")] == [7_000]
+    [letter] = driver.dead_letters
+    assert letter.source_offset == 0 and letter.error_class == "EventTimeError"
+    assert "neither epoch milliseconds nor a datetime" in letter.error_message
+
+
+def test_a_json_batch_without_the_event_time_field_keeps_the_kafka_timestamps() -> None:
+    driver = InProcessTestDriver(timed_passthrough("at"), partitions=1)
+    driver.pipe("in", [{"x": 1}, {"at": None}], timestamps_ms=[5, 6])
+    assert [r.timestamp_ms for r in driver.read("out")] == [5, 6]
+
+
+def test_an_event_time_expression_that_cannot_apply_fails_the_run_naming_the_source() -> None:
+    topology = Topology("bad-expression")
+    topology.source("in", value_format="json", event_time=pl.col("at").str.to_datetime("%Q")) \
+        .to_topic("out")
+    driver = InProcessTestDriver(topology, partitions=1)
+    with pytest.raises(EventTimeError, match="'in'"):
+        driver.pipe("in", [{"at": "x"}], timestamps_ms=[1])
     assert driver.read("out") == []
 
 
@@ -193,3 +211,4 @@ def test_max_event_time_is_per_partition_and_ignores_rows_without_an_event_time(
                          schema={PARTITION: pl.Int32, "t": pl.Int64})
     assert sorted(max_event_time(frame, pl.col("t"))) == [(0, 7), (1, 9)]
     assert max_event_time(frame.head(0), pl.col("t")) == []
+

@@ -107,6 +107,33 @@ def test_a_record_behind_the_idle_advanced_stream_time_is_late() -> None:
     assert [r["n"] for r in driver.read_json("out")] == [1]  # emitted once, never reopened
 
 
+def test_an_idle_advance_alone_is_committed_at_the_next_checkpoint() -> None:
+    topology = Topology("quiet-no-timer", idle_timeout="30s")
+    topology.source("in", value_format="json").to_topic("out")  # no window: no state changes
+    driver = InProcessTestDriver(topology, partitions=1, auto_checkpoint=False)
+    driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[1_000])
+    driver.checkpoint()
+    assert not driver.time_advanced
+    driver.advance_time(40_000)
+    assert driver.time_advanced and driver.stream_time(TaskId(0, 0)) == 41_000
+    driver.checkpoint()
+    assert not driver.time_advanced
+    assert orjson.loads(driver.committed[("in", 0)].metadata or "")["st"] == 41_000
+
+
+def test_tasks_behind_a_repartition_topic_never_idle() -> None:
+    """Their upstream may be down or hold an open transaction: quiet proves nothing there."""
+    topology = Topology("rekeyed", idle_timeout="30s")
+    topology.source("in", value_format="json").key_by(pl.col("user")).window(
+        tumbling("1m")).aggregate("w", n=agg.count()).to_topic("out")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{"user": "a"}], timestamps_ms=[1_000])
+    driver.advance_time(600_000)
+    assert driver.read_json("out") == []
+    assert driver.stream_time(TaskId(0, 0)) == 601_000  # the source task itself does idle
+    assert driver.stream_time(TaskId(1, 0)) == 1_000  # the window's task, behind the topic
+
+
 def test_without_an_idle_timeout_stream_time_moves_only_with_records() -> None:
     driver = InProcessTestDriver(quiet(None), partitions=1)
     driver.pipe("in", [{"x": 1}], keys=["a"], timestamps_ms=[1_000])

@@ -45,7 +45,8 @@ from headwater.streams.sink import (
 )
 from headwater.streams.task import Committed, TaskId, TaskState
 from headwater.streams.time import (
-    TimerKind, check_timer_rows, decode_metadata, encode_metadata, max_event_time, with_event_time,
+    EventTimeError, TimerKind, check_timer_rows, decode_metadata, encode_metadata, max_event_time,
+    with_event_time,
 )
 from headwater.streams.topology import SourceSpec, Topology
 
@@ -93,6 +94,8 @@ class BatchContext(ABC):
         self._subtopology: int | None = None
         self._wall_ms: int | None = None
         self._checkpoint_id = 0
+        self.time_advanced = False
+        """A stream time moved without records since the last checkpoint (must be committed)."""
 
     # --- ProcessingContext ------------------------------------------------------------------
 
@@ -185,7 +188,13 @@ class BatchContext(ABC):
                 )
             event_time = self.topology.event_time_of(spec.topic)
             if event_time is not None:
-                frame = with_event_time(frame, event_time, spec.topic)
+                frame, untimed = with_event_time(frame, event_time, spec.topic,
+                                                 missing_is_null=spec.value_format != "avro")
+                if untimed.height:
+                    self.dead_letter(untimed, EventTimeError(
+                        f"event time ({event_time}) is neither epoch milliseconds nor a "
+                        "datetime; convert it in the source's event_time expression"),
+                        "event_time")
             maxima = max_event_time(frame, pl.col(TIMESTAMP))
             for node in self.topology_children(spec.topic):
                 run_node(node, frame, self, self.topology.on_error)
@@ -236,12 +245,20 @@ class BatchContext(ABC):
             if heard is None or base is None or wall_ms - heard < idle_ms:
                 continue
             target = base + (wall_ms - heard)
-            if target <= (state.stream_time or 0) or not self.caught_up(task):
+            if (target <= (state.stream_time or 0) or self._fed_by_repartition(task.subtopology)
+                    or not self.caught_up(task)):
                 continue
             state.stream_time = target
+            self.time_advanced = True
             timers = timers_of(task.subtopology, TimerKind.STREAM_TIME)
             if timers:
                 self._fire(task, timers, wall_ms)
+
+    def _fed_by_repartition(self, subtopology: int) -> bool:
+        """Whether a sub-topology reads a repartition topic: its upstream may still be behind
+        (a dead worker, an open transaction), so a quiet partition there proves nothing."""
+        sources = self.topology.sources
+        return any(sources[t].internal for t in self.topology.source_topics_of(subtopology))
 
     def caught_up(self, task: TaskId) -> bool:
         """Whether ``task`` has read every record its partitions hold (the driver: always)."""
@@ -409,6 +426,7 @@ class BatchContext(ABC):
         stage its data durably (``Sink.pre_commit``), and say which offsets and metadata to
         commit. If a sink fails, the sinks staged so far are aborted and the error raised."""
         self._checkpoint_id += 1
+        self.time_advanced = False
         prepared = PreparedCheckpoint(self._checkpoint_id, {})
         positions = {}
         for task, state in sorted(self.tasks.items()):

@@ -136,7 +136,8 @@ class FilterRows(Operator):
 @dataclass
 class ToTopic(Operator):
     """Produce each row to a topic: key from ``_key``, value as JSON or Confluent Avro, record
-    timestamp from ``_timestamp`` (the event time travels with the record, as in Kafka Streams)."""
+    timestamp from ``_timestamp`` (the event time travels with the record, as in Kafka Streams;
+    the runtime stamps a future one "now": see ``_KafkaContext.produce``)."""
 
     topic: str
     value_format: str = "json"
@@ -160,7 +161,7 @@ class ToTopic(Operator):
             if KEY in frame.columns
             else [None] * frame.height
         )
-        stamps = (frame.get_column(TIMESTAMP).fill_null(0).to_list()
+        stamps = (frame.get_column(TIMESTAMP).fill_null(0).clip(lower_bound=0).to_list()
                   if TIMESTAMP in frame.columns else None)  # 0: the producer's clock
         ctx.produce(self.topic, keys, values, stamps)
         return frame

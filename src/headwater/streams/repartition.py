@@ -42,7 +42,8 @@ class Repartition(Operator):
         topic = ctx.internal_topic(self.store)
         values = ctx.encode_avro(body, f"{topic}-value", schema)
         keys = [None if k is None else k.encode() for k in frame.get_column(KEY).to_list()]
-        ctx.produce(topic, keys, values, frame.get_column(TIMESTAMP).to_list())
+        stamps = frame.get_column(TIMESTAMP).fill_null(0).clip(lower_bound=0).to_list()
+        ctx.produce(topic, keys, values, stamps)
         return frame
 
 

@@ -134,29 +134,47 @@ class EventTimeError(HeadwaterError):
     the topology, not a bad record: the run fails and commits nothing)."""
 
 
-def with_event_time(frame: pl.DataFrame, event_time: pl.Expr, topic: str) -> pl.DataFrame:
+def with_event_time(frame: pl.DataFrame, event_time: pl.Expr, topic: str, *,
+                    missing_is_null: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``frame`` with ``_timestamp`` replaced by ``event_time`` (epoch ms, or a datetime/date),
-    falling back to the Kafka record timestamp on rows where the expression is null.
+    falling back to the Kafka record timestamp on rows where the expression is null; and the
+    rows whose event time is neither (e.g. a string that is no number), to dead-letter.
+
+    Args:
+        missing_is_null: a column the expression needs that the batch lacks counts as null (JSON
+            sources, whose columns are inferred per batch); otherwise it is a topology error.
 
     Raises:
-        EventTimeError: the expression fails on the frame or yields neither integers nor times.
+        EventTimeError: the expression fails on the frame (a bug in the topology).
     """
     if frame.height == 0:
-        return frame
+        return frame, frame.clear()
     try:
         values = frame.select(event_time.alias(TIMESTAMP)).to_series()
+    except (pl.exceptions.ColumnNotFoundError, pl.exceptions.StructFieldNotFoundError) as err:
+        if missing_is_null:
+            return frame, frame.clear()
+        raise EventTimeError(
+            f"event time of source {topic!r} ({event_time}) failed: {err}") from err
     except pl.exceptions.PolarsError as err:
         raise EventTimeError(
             f"event time of source {topic!r} ({event_time}) failed: {err}") from err
+    if values.dtype == pl.Null:
+        return frame, frame.clear()
     if values.dtype == pl.Date:
         values = values.cast(pl.Datetime("ms"))
-    if values.dtype.is_temporal() and values.dtype != pl.Duration:
+    bad: pl.Series | None = None
+    if values.dtype.is_temporal() and values.dtype not in (pl.Duration, pl.Time):
         values = values.dt.epoch("ms")
-    elif not values.dtype.is_integer():
-        raise EventTimeError(f"event time of source {topic!r} ({event_time}) is {values.dtype}; "
-                             "expected epoch milliseconds (an integer) or a datetime")
-    event_ms = pl.coalesce(values.cast(pl.Int64), pl.col(TIMESTAMP))
-    return frame.with_columns(event_ms.alias(TIMESTAMP))
+    else:
+        converted = values.cast(pl.Int64, strict=False)
+        bad = converted.is_null() & values.is_not_null()
+        values = converted
+    event_ms = pl.coalesce(values.cast(pl.Int64), pl.col(TIMESTAMP)).alias(TIMESTAMP)
+    if bad is None or not bad.any():
+        return frame.with_columns(event_ms), frame.clear()
+    good = frame.with_columns(event_ms)
+    return good.filter(~bad), frame.filter(bad)
 
 
 def max_event_time(frame: pl.DataFrame, event_time: pl.Expr) -> list[tuple[int, int]]:

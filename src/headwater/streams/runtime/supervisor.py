@@ -92,11 +92,12 @@ def run_worker(
                         on_checkpoint=lambda: _increment(checkpoints))
         if stop_requested:
             worker.stop()
-        worker.run()
-        # done: a stop signal arriving now (interpreter shutdown resets the handlers) must not
-        # turn a clean exit into death by signal
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            worker.run()
+        finally:  # done either way: a stop signal arriving now (interpreter shutdown resets the
+            # handlers) must not turn the exit code into death by signal
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except StartupError as exc:
         reports.put((options.worker_id, "startup", exc.one_line()))
         log.error("worker-%d cannot start: %s", options.worker_id, exc.one_line())

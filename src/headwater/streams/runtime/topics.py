@@ -24,7 +24,11 @@ from headwater.errors import StartupError
 
 log = logging.getLogger("headwater.topics")
 
-REPARTITION_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
+#: Repartition records keep their event time as the record timestamp, which may lie in the future
+#: (a skewed producer clock): the broker must accept any (Kafka 4 rejects more than 1 h ahead by
+#: default, which would fail every checkpoint).
+REPARTITION_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1",
+                            "message.timestamp.after.max.ms": str(2**63 - 1)}
 
 
 class TopicError(StartupError):

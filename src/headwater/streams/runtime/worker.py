@@ -101,6 +101,12 @@ class _KafkaContext(BatchContext):
         producer = worker.producer
         produce, callback = producer.produce, worker.tracker.on_delivery
         times = timestamps_ms if timestamps_ms is not None else [0] * len(keys)
+        # brokers reject timestamps too far ahead (Kafka 4: 1 h by default) and one future event
+        # time must not fail every checkpoint: stamp it now (the value keeps the event time);
+        # repartition topics accept any time and keep it (topics.REPARTITION_TOPIC_CONFIG)
+        latest = None if topic in worker.repartition_topics else int(time.time() * 1000)
+        if latest is not None:
+            times = [t if t <= latest else latest for t in times]
         for key, value, ts in zip(keys, values, times, strict=True):
             try:
                 produce(topic, value, key, on_delivery=callback, timestamp=ts)
@@ -112,8 +118,9 @@ class _KafkaContext(BatchContext):
         return self._worker.physical[f"{store_name}{REPARTITION_SUFFIX}"]
 
     def caught_up(self, task: TaskId) -> bool:
-        """The consumer's position has reached the high watermark of every partition of the
-        task (cached from fetches; asked of the broker when no fetch has told it yet)."""
+        """The consumer's position has reached the end of every partition of the task, as the
+        last fetch responses told it (read_committed: the last stable offset). No broker call:
+        the loop never blocks on it."""
         consumer, physical = self._worker.consumer, self._worker.physical
         ends = self.tasks[task].end
         for topic, partition in self.partitions_of(task):
@@ -121,15 +128,8 @@ class _KafkaContext(BatchContext):
             position = consumer.position([tp])[0].offset
             if position < 0:  # nothing consumed since the assignment: the committed offset
                 position = ends.get((topic, partition), -1)
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                try:
-                    _, high = consumer.get_watermark_offsets(tp, timeout=5)
-                except KafkaException as exc:  # transient: not idle now, asked again next time
-                    log.warning("end offset of %s[%d] unknown (%s); not advancing its stream "
-                                "time yet", tp.topic, partition, exc)
-                    return False
-            if position < 0 or position < high:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)  # every fetch updates it
+            if high < 0 or position < 0 or position < high:  # unknown yet: not idle yet
                 return False
         return True
 
@@ -175,12 +175,14 @@ class Worker:
             for t, spec in topology.sources.items()
         }
         self._logical = {physical: t for t, physical in self.physical.items()}
+        self.repartition_topics = frozenset(
+            self.physical[t] for t, spec in topology.sources.items() if spec.internal)
         self.records_processed = 0
         self.checkpoints = 0
         self.failure: BaseException | None = None
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint
-        self._running = False
+        self._running = True  # stop() may come before run(), e.g. a signal during start-up
         self._since_checkpoint = 0
         self._effects = False  # records produced since the last checkpoint (timers included)
         self._in_transaction = False
@@ -219,7 +221,6 @@ class Worker:
                 list(self.physical.values()), on_assign=self._on_assign,
                 on_revoke=self._on_revoke, on_lost=self._on_lost,
             )
-            self._running = True
             self._loop()
             self.checkpoint()
         except BaseException as exc:
@@ -339,7 +340,7 @@ class Worker:
         self._purge_expired_state()
         self.context.punctuate()
         dirty = dict(self.context.dirty_caches())
-        if not (self._since_checkpoint or dirty or self._effects):
+        if not (self._since_checkpoint or dirty or self._effects or self.context.time_advanced):
             return
         self.begin_effects()
         cp.produce_changelogs(self.producer, dirty, self.changelogs, self.tracker)
