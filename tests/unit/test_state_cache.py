@@ -151,6 +151,19 @@ def test_delete_range_tombstones_every_live_key_once(store: CountingStore) -> No
     assert list(store.inner.items()) == [(b"gone", b"g"), (b"old", b"o"), (b"x", b"x")]
 
 
+def test_a_key_created_and_deleted_between_flushes_leaves_no_tombstone(
+    store: CountingStore,
+) -> None:
+    store.inner.write_batch({b"kept": b"k"}, 5)
+    cache = WriteBackCache(store)  # type: ignore[arg-type]
+    assert cache.get_many([b"new", b"kept"]) == [None, b"k"]  # the store holds no "new"
+    cache.put_many([b"new", b"kept", b"unread"], [b"n", b"k2", b"u"])
+    cache.delete_many([b"new", b"kept", b"unread"])
+    assert cache.dirty() == {b"kept": None, b"unread": None}  # "unread": never read, so unknown
+    cache.flush(6)
+    assert list(store.inner.items()) == [(b"gone", b"g"), (b"old", b"o")]
+
+
 def test_scans_through_a_ttl_cache_skip_expired_values() -> None:
     clock = Clock()
     store = MemoryStore("t", 0, ttl_ms=1000, clock=clock)

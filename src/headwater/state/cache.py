@@ -31,7 +31,7 @@ class WriteBackCache:
         store: the store this cache fronts; the cache never closes it.
     """
 
-    __slots__ = ("store", "_clean", "_dirty", "_undo")
+    __slots__ = ("store", "_clean", "_dirty", "_undo", "__weakref__")
 
     def __init__(self, store: KeyValueStore) -> None:
         self.store = store
@@ -114,6 +114,19 @@ class WriteBackCache:
         if self._undo is not None:
             self._remember(keys)
         self._dirty.update(zip(keys, self.store.encode_values(values)))
+
+    def delete_many(self, keys: Sequence[bytes]) -> None:
+        """Delete ``keys``. A key written since the last flush that the store did not hold when
+        this cache read it leaves no trace: no changelog tombstone for what the changelog never
+        had (e.g. a window opened and closed within one checkpoint)."""
+        if self._undo is not None:
+            self._remember(keys)
+        dirty, clean = self._dirty, self._clean
+        for key in keys:
+            if key in clean and clean[key] is None:
+                dirty.pop(key, None)
+            else:
+                dirty[key] = None
 
     def delete_range(self, start: bytes | None, end: bytes | None) -> list[bytes]:
         """Delete every live key with ``start <= key < end`` (as ``range`` sees them) and return

@@ -16,9 +16,11 @@ batched ``get_many``/``put_many`` per partition. Per-record Python only runs ove
 
 from __future__ import annotations
 
+import weakref
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -31,6 +33,9 @@ from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
 from headwater.streams.task import TaskId
 from headwater.streams.time import TimerKind, TimerOperator, timer_rows
 from headwater.streams.windows import WINDOW_END, WINDOW_START, Window
+
+if TYPE_CHECKING:
+    from headwater.state.cache import WriteBackCache
 
 EmitMode = Literal["final", "update"]
 
@@ -114,6 +119,11 @@ class WindowAggregate(TimerOperator):
     _codec: RowCodec = field(init=False, repr=False)
     _fields: list[_Field] = field(init=False, repr=False)
     _late: list[pl.DataFrame] = field(init=False, repr=False, default_factory=list)
+    _floors: weakref.WeakKeyDictionary[WriteBackCache, bytes] = field(
+        init=False, repr=False, default_factory=weakref.WeakKeyDictionary)
+    """Per cache (task): the bound of the last close; no key below it is ever written again
+    (a record for a closed window is late), so the next close scans from there, not from the
+    start of the store (where RocksDB would step over every tombstone of closed windows)."""
 
     def __post_init__(self) -> None:
         self._fields = _fields(self.aggs)
@@ -236,10 +246,14 @@ class WindowAggregate(TimerOperator):
             return None
         cache = ctx.state(self.store, task.partition)
         bound = closed_bound(stream_time_ms - self.window.grace_ms)
-        closed = list(cache.range(None, bound))
+        floor = self._floors.get(cache)
+        if floor is not None and floor >= bound:
+            return None
+        closed = list(cache.range(floor, bound))
+        self._floors[cache] = bound
         if not closed:
             return None
-        cache.delete_range(None, bound)
+        cache.delete_many([k for k, _ in closed])  # a tombstone each, unless never checkpointed
         if self.emit != "final":
             return None
         keys = [k for k, _ in closed]
