@@ -73,7 +73,7 @@ class EngineSuiteConfig:
     latency_fraction: float = 0.5
     latency_seconds: float = 15.0
     latency_warmup_s: float = 3.0
-    run_timeout_s: float = 600.0
+    run_timeout_s: float = 1800.0  # a slow peer (Quix W3h: ~1,600-2,400 events/s) needs ~10 min
 
     @classmethod
     def quick(cls, **overrides: Any) -> EngineSuiteConfig:
