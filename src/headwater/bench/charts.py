@@ -108,16 +108,9 @@ def _throughput(plt: Any, rows: list[ResultRow], title: str, path: Path) -> None
                       edgecolor="white")
         ax.bar_label(bars, labels=[f"{y:,.0f}k{_ratio(r, members)}" for y, r in zip(ys, members)],
                      fontsize=8, padding=2)
-        ax.set_xticks(range(len(members)), [_label(r) for r in members], fontsize=8)
-        ax.set_ylabel("events per second (thousands)", fontsize=9)
         ax.set_ylim(0, max(ys) * 1.25)
-        ax.set_title(_title(workload), fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _axis(ax, workload, members, "events per second (thousands)")
+    _save(plt, fig, title, path)
 
 
 def _latency(plt: Any, rows: list[ResultRow], title: str, path: Path) -> None:
@@ -131,12 +124,20 @@ def _latency(plt: Any, rows: list[ResultRow], title: str, path: Path) -> None:
             xs = [x + (i - 1) * width for x in range(len(members))]
             bars = ax.bar(xs, ys, width, label=name, color=PERCENTILE_COLORS[name])
             ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
-        ax.set_xticks(range(len(members)), [_label(r) for r in members], fontsize=8)
-        ax.set_ylabel("milliseconds", fontsize=9)
-        ax.set_title(_title(workload), fontsize=10)
         ax.legend(fontsize=8, title="percentile", title_fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
+        _axis(ax, workload, members, "milliseconds")
+    _save(plt, fig, title, path)
+
+
+def _axis(ax: Any, workload: str, members: list[ResultRow], unit: str) -> None:
+    ax.set_xticks(range(len(members)), [_label(r) for r in members], fontsize=8)
+    ax.set_ylabel(unit, fontsize=9)
+    ax.set_title(_title(workload), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def _save(plt: Any, fig: Any, title: str, path: Path) -> None:
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
