@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from headwater.errors import HeadwaterError
-from headwater.state.codec import WINDOW_ROWS_V1_ID, RowCodec
+from headwater.streams.accumulators import Accumulators
 from headwater.streams.aggregate import Agg, MissingKeyError
 from headwater.streams.context import ProcessingContext
 from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
@@ -69,33 +69,6 @@ def closed_bound(cutoff_ms: int) -> bytes:
     return _time_bytes(np.array([cutoff_ms + 1])).tobytes()
 
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    numpy_type: str
-    partial: pl.Expr
-    kind: str  # how two stored values merge: add, min, max
-
-
-def _fields(aggs: Mapping[str, Agg]) -> list[_Field]:
-    out = []
-    for name, agg in aggs.items():
-        if agg.kind == "mean":
-            value = agg.expr.cast(pl.Float64)  # type: ignore[union-attr]
-            out.append(_Field(f"{name}.sum", "<f8", value.sum(), "add"))
-            out.append(_Field(f"{name}.n", "<i8", value.count().cast(pl.Int64), "add"))
-        else:
-            kind = "add" if agg.kind in ("count", "sum") else agg.kind
-            out.append(_Field(name, agg.numpy_type, agg.partial(name), kind))
-    return out
-
-
-def _merge(kind: str, old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    if kind == "add":
-        return old + new
-    return np.fmin(old, new) if kind == "min" else np.fmax(old, new)
-
-
 @dataclass
 class WindowAggregate(TimerOperator):
     """Aggregate each key's records per window (see the module docstring).
@@ -116,8 +89,7 @@ class WindowAggregate(TimerOperator):
     stateful: bool = True
     fires_on: ClassVar[TimerKind] = TimerKind.STREAM_TIME
     late_records: int = 0
-    _codec: RowCodec = field(init=False, repr=False)
-    _fields: list[_Field] = field(init=False, repr=False)
+    _acc: Accumulators = field(init=False, repr=False)
     _late: list[pl.DataFrame] = field(init=False, repr=False, default_factory=list)
     _floors: weakref.WeakKeyDictionary[WriteBackCache, bytes] = field(
         init=False, repr=False, default_factory=weakref.WeakKeyDictionary)
@@ -126,12 +98,7 @@ class WindowAggregate(TimerOperator):
     start of the store (where RocksDB would step over every tombstone of closed windows)."""
 
     def __post_init__(self) -> None:
-        self._fields = _fields(self.aggs)
-        self._codec = RowCodec(
-            WINDOW_ROWS_V1_ID,
-            [(f.name, f.numpy_type) for f in self._fields] + [(OFFSET, "<i8")],
-            self.window.describe() + "|" + ",".join(f"{n}:{a.kind}" for n, a in self.aggs.items()),
-        )
+        self._acc = Accumulators(self.aggs, self.window.describe())
 
     def store_names(self) -> list[str]:
         return [self.store]
@@ -149,8 +116,7 @@ class WindowAggregate(TimerOperator):
         partials = (
             pairs.filter(closes_at > pl.col(_OBSERVED))
             .group_by(PARTITION, KEY, WINDOW_START, WINDOW_END, maintain_order=True)
-            .agg(pl.col(TOPIC).last(), pl.col(OFFSET).max(), *(f.partial.alias(f.name)
-                                                              for f in self._fields))
+            .agg(pl.col(TOPIC).last(), pl.col(OFFSET).max(), *self._acc.partials)
         )
         updated = [self._merge_partition(int(p), group, ctx)
                    for (p,), group in partials.group_by(PARTITION, maintain_order=True)]
@@ -161,7 +127,7 @@ class WindowAggregate(TimerOperator):
                 (pl.col(_OBSERVED) - closes_at).alias(LATE_BY_MS),
             ).drop(_OBSERVED))
         if self.emit == "final" or not updated:
-            return self._result_frame(partials.clear(), np.zeros(0, self._codec.row_type))
+            return self._result_frame(partials.clear(), self._acc.identities(0))
         return pl.concat(updated)
 
     def _with_observed_time(self, rows: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
@@ -185,42 +151,18 @@ class WindowAggregate(TimerOperator):
         head = _time_bytes(bounds.reshape(-1)).tobytes()
         keys = [head[16 * i: 16 * i + 16] + k.encode()
                 for i, k in enumerate(group.get_column(KEY).to_list())]
-        stored, present = self._codec.decode_rows(cache.get_many(keys), store=self.store,
-                                                  partition=partition, keys=keys)
-        old = self._identities(len(keys))
-        if len(stored):
-            old[present if present is not None else slice(None)] = stored
-        merged = self._codec.empty(len(keys))
-        for f in self._fields:
-            merged[f.name] = _merge(f.kind, old[f.name], group.get_column(f.name).to_numpy())
-        merged[OFFSET] = np.maximum(old[OFFSET], group.get_column(OFFSET).to_numpy())
-        cache.put_many(keys, self._codec.encode_rows(merged))
-        return self._result_frame(group, merged)
-
-    def _identities(self, n: int) -> np.ndarray:
-        rows = self._codec.empty(n)
-        for f in self._fields:
-            rows[f.name] = np.nan if f.kind in ("min", "max") else 0
-        rows[OFFSET] = -1
-        return rows
+        rows = self._acc.fold(self._acc.load(cache.get_many(keys), store=self.store,
+                                             partition=partition, keys=keys), group)
+        cache.put_many(keys, self._acc.encode(rows))
+        return self._result_frame(group, rows)
 
     def _result_frame(self, group: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
         """Output rows of windows ``group`` (metadata, window bounds) holding aggregates ``rows``."""
-        columns = []
-        for name, agg in self.aggs.items():
-            if agg.kind == "mean":
-                n = rows[f"{name}.n"]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = np.where(n > 0, rows[f"{name}.sum"] / np.maximum(n, 1), np.nan)
-                columns.append(pl.Series(name, mean, pl.Float64, nan_to_null=True))
-            else:
-                columns.append(pl.Series(name, rows[name], agg.polars_type,
-                                         nan_to_null=agg.kind in ("min", "max")))
         return group.select(
             KEY, TOPIC, PARTITION,
-            pl.Series(OFFSET, rows[OFFSET], pl.Int64),
+            pl.Series(OFFSET, self._acc.offsets(rows), pl.Int64),
             pl.col(WINDOW_END).alias(TIMESTAMP), WINDOW_START, WINDOW_END,
-        ).with_columns(columns)
+        ).with_columns(self._acc.columns(rows))
 
     # --- side output ------------------------------------------------------------------------
 
@@ -257,8 +199,8 @@ class WindowAggregate(TimerOperator):
         if self.emit != "final":
             return None
         keys = [k for k, _ in closed]
-        rows, _ = self._codec.decode_rows([v for _, v in closed], store=self.store,
-                                          partition=task.partition, keys=keys)
+        rows = self._acc.load([v for _, v in closed], store=self.store,
+                              partition=task.partition, keys=keys)
         raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
         ends, starts = _times_of(raw[:, 0]), _times_of(raw[:, 1])
         bounds = pl.DataFrame({WINDOW_START: starts, WINDOW_END: ends})
@@ -268,4 +210,4 @@ class WindowAggregate(TimerOperator):
                                 pl.lit(task.partition, pl.Int32).alias(PARTITION)), rows)
         body = body.select(WINDOW_START, WINDOW_END, *self.aggs)
         return timer_rows(ctx, task, body, keys=[k[16:].decode() for k in keys],
-                          timestamp_ms=ends.tolist(), offset=rows[OFFSET].tolist())
+                          timestamp_ms=ends.tolist(), offset=self._acc.offsets(rows).tolist())
