@@ -179,6 +179,29 @@ def test_update_mode_emits_each_change_and_never_a_closed_window() -> None:
     assert len(driver.read_json("late")) == 1
 
 
+def test_both_sends_final_results_and_updates_to_different_outputs() -> None:
+    topology = Topology("both")
+    result = topology.source("in", value_format="json").window(tumbling("1m")).aggregate(
+        "w", emit="both", n=agg.count())
+    result.to_topic("final")
+    result.updates.to_topic("updates")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{}], keys=["a"], timestamps_ms=[1_000])
+    driver.pipe("in", [{}], keys=["a"], timestamps_ms=[2_000])
+    assert [r["n"] for r in driver.read_json("updates")] == [1, 2]
+    assert driver.read_json("final") == []
+    driver.pipe("in", [{}], keys=["b"], timestamps_ms=[60_000])
+    assert driver.read_json("final") == [{"window_start": 0, "window_end": 60_000, "n": 2}]
+    assert [r["n"] for r in driver.read_json("updates")] == [1, 2, 1]
+
+
+def test_updates_exist_only_when_both_are_emitted() -> None:
+    result = Topology("t").source("in", value_format="json").window(tumbling("1m")).aggregate(
+        "w", n=agg.count())
+    with pytest.raises(TopologyError, match="needs emit='both'"):
+        result.updates  # noqa: B018
+
+
 def test_closed_windows_leave_the_store() -> None:
     driver = InProcessTestDriver(windowed(tumbling("1m")), partitions=1)
     driver.pipe("in", [{"x": 1}, {"x": 1}], keys=["a", "b"], timestamps_ms=[1_000, 2_000])
@@ -200,7 +223,7 @@ def test_a_crash_before_the_commit_redoes_the_batch_without_counting_it_twice() 
 
 def test_a_windowed_stream_can_only_be_aggregated() -> None:
     stream = Topology("t").source("in", value_format="json")
-    with pytest.raises(TopologyError, match="takes a Window"):
+    with pytest.raises(TopologyError, match=r"takes tumbling\(...\), hopping"):
         stream.window("1m")  # type: ignore[arg-type]
     windowed_stream = stream.window(tumbling("1m"))
     assert not hasattr(windowed_stream, "to_topic") and not hasattr(windowed_stream, "filter")

@@ -127,3 +127,70 @@ def hopping(size: str | int | timedelta, advance: str | int | timedelta, *,
             f"hopping advance {advance!r} exceeds its size {size!r}: records between two "
             "windows would belong to none")
     return Window(size_ms, advance_ms, parse_duration(grace, "grace"))
+
+
+@dataclass(frozen=True)
+class SessionWindow:
+    """Session windows (build with :func:`session`): per key, a record at ``t`` opens the window
+    ``[t, t + gap)``; windows that overlap merge (Flink's semantics), so a session is
+    ``[first event time, last event time + gap)`` and a late record that bridges two sessions
+    merges them into one."""
+
+    gap_ms: int
+    grace_ms: int
+
+    @property
+    def kind(self) -> str:
+        return "session"
+
+    def describe(self) -> str:
+        """E.g. ``session(gap=30000ms, grace=0ms)`` (fingerprinted into state)."""
+        return f"session(gap={self.gap_ms}ms, grace={self.grace_ms}ms)"
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """Sliding windows (build with :func:`sliding`), Kafka Streams' record-driven semantics:
+    per key, the windows of ``size`` whose contents differ, each aligned to a record (one ending
+    at each record, one starting just after it)."""
+
+    size_ms: int
+    grace_ms: int
+
+    @property
+    def kind(self) -> str:
+        return "sliding"
+
+    def describe(self) -> str:
+        """E.g. ``sliding(size=60000ms, grace=0ms)`` (fingerprinted into state)."""
+        return f"sliding(size={self.size_ms}ms, grace={self.grace_ms}ms)"
+
+
+AnyWindow = Window | SessionWindow | SlidingWindow
+"""Every window definition :meth:`headwater.streams.topology.Stream.window` accepts."""
+
+
+def session(gap: str | int | timedelta, *, grace: str | int | timedelta = 0) -> SessionWindow:
+    """Per-key sessions of activity separated by at least ``gap`` of inactivity (e.g.
+    ``session("30m", grace="1m")``).
+
+    Raises:
+        WindowDefinitionError: ``gap`` is not positive, or a duration is malformed.
+    """
+    gap_ms = parse_duration(gap, "session gap")
+    if gap_ms <= 0:
+        raise WindowDefinitionError(f"session gap must be positive, got {gap!r}")
+    return SessionWindow(gap_ms, parse_duration(grace, "grace"))
+
+
+def sliding(size: str | int | timedelta, *, grace: str | int | timedelta = 0) -> SlidingWindow:
+    """Windows of ``size`` that slide with the records (Kafka Streams' ``SlidingWindows``: two
+    records share a window when their event times differ by at most ``size``).
+
+    Raises:
+        WindowDefinitionError: ``size`` is not positive, or a duration is malformed.
+    """
+    size_ms = parse_duration(size, "sliding size")
+    if size_ms <= 0:
+        raise WindowDefinitionError(f"sliding size must be positive, got {size!r}")
+    return SlidingWindow(size_ms, parse_duration(grace, "grace"))

@@ -1,0 +1,270 @@
+"""Session windows: per key, a record at ``t`` opens ``[t, t + gap)`` and overlapping windows
+merge (Flink's semantics), so a session is ``[first event time, last event time + gap)``.
+
+**Rules, per record in consumption order** (``obs`` = the stream time it arrives at, see
+:mod:`headwater.streams.windows`): a session is *closed* once ``end + grace <= obs``. The record
+merges with every open session of its key that overlaps ``[t, t + gap)``; if the merged
+session is itself closed (``merged end + grace <= obs``) the record is late (late output, with
+that window), else the merged session replaces the ones it absorbed. A record that overlaps only
+a closed session therefore opens a new one (the closed session's result was final).
+
+**Vectorized, with an exact slow path.** When every record of a key in a batch has
+``t >= obs - grace`` (the common case), no record of that key can meet a closed session or be
+late, and the sequential rules above equal the union of overlapping intervals: one sort and one
+running maximum over the batch's records and the key's stored sessions (Polars). Keys with an
+older record are replayed record by record in Python (their outcome then depends on order).
+
+**State**: the window store holds one entry per session keyed ``end | start | key`` (as for
+tumbling windows, so closing is the same range scan); the index store ``<store>-sessions`` maps
+each key to its open sessions' ``(start, end)`` (format ``session index v1``), so a batch reads
+the sessions of its keys with one ``get_many``. Both are changelogged and restored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from headwater.state.codec import SESSION_INDEX_V1_ID, ValueFormat
+from headwater.streams.context import ProcessingContext
+from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
+from headwater.streams.task import TaskId
+from headwater.streams.window_aggregate import (
+    _OBSERVED,
+    WindowOperator,
+    _times_of,
+    window_keys,
+)
+from headwater.streams.windows import WINDOW_END, WINDOW_START, SessionWindow
+
+INDEX_SUFFIX = "-sessions"
+_INDEX = ValueFormat(SESSION_INDEX_V1_ID, description="session index v1")
+_ROW, _SID, _STORED = "__row", "__sid", "__stored"
+
+
+@dataclass
+class _Session:
+    start: int
+    end: int
+    rows: list[int]
+    stored: list[int]
+
+
+def replay(times: list[int], observed: list[int], stored: list[tuple[int, int]], gap: int,
+           grace: int) -> tuple[list[_Session], list[tuple[int, int, int]]]:
+    """The session rules of the module docstring applied record by record to one key.
+
+    Args:
+        times, observed: each record's event time and the stream time it arrives at, in order.
+        stored: the key's sessions before the batch.
+
+    Returns:
+        The sessions after the batch (stored ones untouched have no ``rows``), and the late
+        records as ``(record index, window start, window end)``.
+    """
+    sessions = [_Session(s, e, [], [j]) for j, (s, e) in enumerate(stored)]
+    late = []
+    for i, (t, obs) in enumerate(zip(times, observed)):
+        hit = [x for x in sessions if x.end + grace > obs and x.start < t + gap and t < x.end]
+        start = min([t, *(x.start for x in hit)])
+        end = max([t + gap, *(x.end for x in hit)])
+        if end + grace <= obs:
+            late.append((i, start, end))
+            continue
+        merged = _Session(start, end, [i], [])
+        for x in hit:
+            merged.rows += x.rows
+            merged.stored += x.stored
+        sessions = [x for x in sessions if all(x is not h for h in hit)] + [merged]
+    return sessions, late
+
+
+def _decode_index(value: bytes | None, *, store: str, partition: int,
+                  key: bytes) -> list[tuple[int, int]]:
+    if value is None:
+        return []
+    pairs = np.frombuffer(_INDEX.decode(value, store=store, partition=partition, key=key), "<i8")
+    return list(zip(pairs[0::2].tolist(), pairs[1::2].tolist()))
+
+
+def _encode_index(sessions: list[tuple[int, int]]) -> bytes | None:
+    if not sessions:
+        return None
+    return _INDEX.encode(np.array(sorted(sessions), "<i8").tobytes())
+
+
+@dataclass
+class SessionAggregate(WindowOperator):
+    """Session windows (see the module docstring and
+    :class:`~headwater.streams.window_aggregate.WindowOperator`)."""
+
+    window: SessionWindow
+
+    @property
+    def index_store(self) -> str:
+        """The store of each key's open sessions."""
+        return self.store + INDEX_SUFFIX
+
+    def store_names(self) -> list[str]:
+        return [self.store, self.index_store]
+
+    def _merge_batch(self, rows: pl.DataFrame, ctx: ProcessingContext
+                     ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+        updated, late = [], []
+        for (p,), part in rows.group_by(PARTITION, maintain_order=True):
+            u, lt = self._merge_partition(int(p), part, ctx)
+            updated.append(u)
+            late.append(lt)
+        if not updated:
+            return None, None
+        return pl.concat(updated), pl.concat(late, how="diagonal_relaxed")
+
+    def _merge_partition(self, partition: int, rows: pl.DataFrame, ctx: ProcessingContext
+                         ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        gap, grace = self.window.gap_ms, self.window.grace_ms
+        rows = rows.with_row_index(_ROW)
+        names = rows.get_column(KEY).unique(maintain_order=True).to_list()
+        index = ctx.state(self.index_store, partition)
+        ikeys = [k.encode() for k in names]
+        before = {k: _decode_index(v, store=self.index_store, partition=partition, key=ik)
+                  for k, ik, v in zip(names, ikeys, index.get_many(ikeys))}
+        stored = pl.DataFrame(
+            [(k, s, e) for k in names for s, e in before[k]],
+            schema={KEY: pl.String, WINDOW_START: pl.Int64, WINDOW_END: pl.Int64}, orient="row",
+        ).with_row_index(_STORED)
+        slow = set(rows.filter(pl.col(TIMESTAMP) < pl.col(_OBSERVED) - grace)
+                   .get_column(KEY).unique().to_list())
+        rec_sid, sto_sid = self._union(rows, stored, slow)
+        late_at: list[tuple[int, int, int]] = []
+        if slow:
+            rec_slow, sto_slow, late_at = self._replay(rows, stored, slow, before,
+                                                       first_sid=_next_sid(rec_sid))
+            rec_sid, sto_sid = pl.concat([rec_sid, rec_slow]), pl.concat([sto_sid, sto_slow])
+        return (self._write(partition, rows, stored, rec_sid, sto_sid, before, ctx),
+                self._late_of(rows, late_at))
+
+    def _union(self, rows: pl.DataFrame, stored: pl.DataFrame, slow: set[str]
+               ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Session ids of the records and touched stored sessions of the keys not in ``slow``:
+        the union of overlapping intervals."""
+        gap = self.window.gap_ms
+        fast = ~pl.col(KEY).is_in(list(slow))
+        intervals = pl.concat([
+            rows.filter(fast).select(
+                KEY, pl.col(TIMESTAMP).alias(WINDOW_START),
+                (pl.col(TIMESTAMP) + gap).alias(WINDOW_END),
+                pl.col(_ROW).cast(pl.Int64), pl.lit(None, pl.Int64).alias(_STORED)),
+            stored.filter(fast).select(
+                KEY, WINDOW_START, WINDOW_END, pl.lit(None, pl.Int64).alias(_ROW),
+                pl.col(_STORED).cast(pl.Int64)),
+        ]).sort(KEY, WINDOW_START)
+        reach = pl.col(WINDOW_END).cum_max().shift(1).over(KEY)
+        intervals = intervals.with_columns(
+            (pl.col(WINDOW_START) >= reach).fill_null(True).cum_sum().cast(pl.Int64).alias(_SID))
+        touched = intervals.filter(pl.col(_ROW).is_not_null().any().over(_SID))
+        return (touched.filter(pl.col(_ROW).is_not_null()).select(_ROW, _SID),
+                touched.filter(pl.col(_STORED).is_not_null()).select(_STORED, _SID))
+
+    def _replay(self, rows: pl.DataFrame, stored: pl.DataFrame, slow: set[str],
+                before: dict[str, list[tuple[int, int]]], first_sid: int
+                ) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple[int, int, int]]]:
+        """Session ids and late records of the ``slow`` keys, record by record (:func:`replay`)."""
+        rec, sto, late = [], [], []
+        sid = first_sid
+        stored_ids = defaultdict(list)
+        for k, i in zip(stored.get_column(KEY).to_list(), stored.get_column(_STORED).to_list()):
+            stored_ids[k].append(i)
+        subset = rows.filter(pl.col(KEY).is_in(list(slow)))
+        for (key,), group in subset.group_by(KEY, maintain_order=True):
+            row_ids = group.get_column(_ROW).to_list()
+            sessions, key_late = replay(group.get_column(TIMESTAMP).to_list(),
+                                        group.get_column(_OBSERVED).to_list(),
+                                        before[key], self.window.gap_ms, self.window.grace_ms)
+            for s in sessions:
+                if not s.rows:
+                    continue
+                rec += [(row_ids[i], sid) for i in s.rows]
+                sto += [(stored_ids[key][j], sid) for j in s.stored]
+                sid += 1
+            late += [(row_ids[i], start, end) for i, start, end in key_late]
+        return (pl.DataFrame(rec, schema={_ROW: pl.Int64, _SID: pl.Int64}, orient="row"),
+                pl.DataFrame(sto, schema={_STORED: pl.Int64, _SID: pl.Int64}, orient="row"),
+                late)
+
+    def _write(self, partition: int, rows: pl.DataFrame, stored: pl.DataFrame,
+               rec_sid: pl.DataFrame, sto_sid: pl.DataFrame,
+               before: dict[str, list[tuple[int, int]]], ctx: ProcessingContext) -> pl.DataFrame:
+        """Merge each session's records and absorbed stored sessions; write sessions and index;
+        return the updated sessions."""
+        gap = self.window.gap_ms
+        partials = (
+            rows.with_columns(pl.col(_ROW).cast(pl.Int64)).join(rec_sid, on=_ROW)
+            .group_by(_SID).agg(
+                pl.col(KEY).first(), pl.col(TOPIC).last(), pl.col(PARTITION).first(),
+                pl.col(OFFSET).max(), pl.col(TIMESTAMP).min().alias(WINDOW_START),
+                (pl.col(TIMESTAMP).max() + gap).alias(WINDOW_END), *self._acc.partials)
+            .sort(_SID).with_row_index("__dense")
+        )
+        absorbed = (stored.with_columns(pl.col(_STORED).cast(pl.Int64)).join(sto_sid, on=_STORED)
+                    .join(partials.select(_SID, "__dense"), on=_SID))
+        dense = absorbed.get_column("__dense").to_numpy().astype(np.int64)
+        old_keys = window_keys(absorbed.get_column(WINDOW_END).to_numpy(),
+                               absorbed.get_column(WINDOW_START).to_numpy(),
+                               absorbed.get_column(KEY).to_list())
+        cache = ctx.state(self.store, partition)
+        old = self._acc.load(cache.get_many(old_keys), store=self.store, partition=partition,
+                             keys=old_keys)
+        n = partials.height
+        spans = absorbed.group_by("__dense").agg(pl.col(WINDOW_START).min().alias("__s"),
+                                                 pl.col(WINDOW_END).max().alias("__e"))
+        partials = partials.join(spans, on="__dense", how="left").sort("__dense").with_columns(
+            pl.min_horizontal(WINDOW_START, "__s").alias(WINDOW_START),
+            pl.max_horizontal(WINDOW_END, "__e").alias(WINDOW_END)).drop("__s", "__e")
+        merged = self._acc.fold(self._acc.reduce(old, dense, n), partials)
+        new_keys = window_keys(partials.get_column(WINDOW_END).to_numpy(),
+                               partials.get_column(WINDOW_START).to_numpy(),
+                               partials.get_column(KEY).to_list())
+        kept = set(new_keys)
+        cache.delete_many([k for k in old_keys if k not in kept])
+        cache.put_many(new_keys, self._acc.encode(merged))
+        self._rewrite_index(partition, before, absorbed, partials, ctx)
+        return self._result_frame(partials, merged)
+
+    def _rewrite_index(self, partition: int, before: dict[str, list[tuple[int, int]]],
+                       absorbed: pl.DataFrame, partials: pl.DataFrame,
+                       ctx: ProcessingContext) -> None:
+        sessions = {k: set(v) for k, v in before.items()}
+        for k, s, e in absorbed.select(KEY, WINDOW_START, WINDOW_END).iter_rows():
+            sessions[k].discard((s, e))
+        for k, s, e in partials.select(KEY, WINDOW_START, WINDOW_END).iter_rows():
+            sessions[k].add((s, e))
+        changed = [k for k, v in sessions.items() if v != set(before[k])]
+        ctx.state(self.index_store, partition).put_many(
+            [k.encode() for k in changed], [_encode_index(list(sessions[k])) for k in changed])
+
+    def _late_of(self, rows: pl.DataFrame, late_at: list[tuple[int, int, int]]) -> pl.DataFrame:
+        windows = pl.DataFrame(late_at, schema={_ROW: rows.schema[_ROW], WINDOW_START: pl.Int64,
+                                                WINDOW_END: pl.Int64}, orient="row")
+        late = rows.join(windows, on=_ROW, maintain_order="left").drop(_ROW)
+        return self._late_rows(late, pl.col(WINDOW_END) + self.window.grace_ms)
+
+    def _closed(self, ctx: ProcessingContext, task: TaskId, keys: list[bytes]) -> None:
+        """Drop the closed sessions from their keys' index entries."""
+        raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
+        ends, starts = _times_of(raw[:, 0]).tolist(), _times_of(raw[:, 1]).tolist()
+        gone: dict[bytes, set[tuple[int, int]]] = defaultdict(set)
+        for k, s, e in zip(keys, starts, ends):
+            gone[k[16:]].add((s, e))
+        index = ctx.state(self.index_store, task.partition)
+        ikeys = list(gone)
+        left = [[p for p in _decode_index(v, store=self.index_store, partition=task.partition,
+                                          key=ik) if p not in gone[ik]]
+                for ik, v in zip(ikeys, index.get_many(ikeys))]
+        index.put_many(ikeys, [_encode_index(v) for v in left])
+
+
+def _next_sid(rec_sid: pl.DataFrame) -> int:
+    return int(rec_sid.get_column(_SID).max() or 0) + 1 if rec_sid.height else 0
