@@ -121,3 +121,22 @@ def event_time_echo() -> Topology:
     topology.source(os.environ["HW_TEST_INPUT"], value_format="json", event_time="at").to_topic(
         os.environ["HW_TEST_OUTPUT"])
     return topology
+
+
+def domain_windows() -> Topology:
+    """Generated ``order.created`` events (Avro, keyed by userId, event time = the envelope's
+    ``timestamp``) in tumbling 60 s windows (grace 5 s) to HW_TEST_OUTPUT and in sessions (gap
+    30 s, grace 5 s) to HW_TEST_SESSIONS, ``n`` and ``total`` of ``totalAmount`` each; the late
+    records of both (``eventId``, ``kind``) to HW_TEST_ECHO. Idle after HW_TEST_IDLE_TIMEOUT."""
+    from headwater.streams.windows import session, tumbling
+
+    topology = Topology("domain-windows", idle_timeout=os.environ.get("HW_TEST_IDLE_TIMEOUT"))
+    orders = topology.source(os.environ["HW_TEST_INPUT"], event_time="timestamp")
+    amount = pl.col("data").struct.field("payload").struct.field("totalAmount")
+    for kind, window, output in (("tumbling", tumbling("60s", grace="5s"), "HW_TEST_OUTPUT"),
+                                 ("session", session("30s", grace="5s"), "HW_TEST_SESSIONS")):
+        result = orders.window(window).aggregate(kind, n=agg.count(), total=agg.sum(amount))
+        result.to_topic(os.environ[output])
+        result.late.select(pl.col("eventId").cast(pl.String), pl.lit(kind).alias("kind")) \
+            .to_topic(os.environ["HW_TEST_ECHO"])
+    return topology
