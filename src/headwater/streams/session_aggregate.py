@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from headwater.state.codec import SESSION_INDEX_V1_ID, ValueFormat
+from headwater.state.errors import StateError
 from headwater.streams.context import ProcessingContext
 from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
 from headwater.streams.task import TaskId
@@ -39,6 +41,9 @@ from headwater.streams.window_aggregate import (
     window_keys,
 )
 from headwater.streams.windows import WINDOW_END, WINDOW_START, SessionWindow
+
+if TYPE_CHECKING:
+    from headwater.state.cache import WriteBackCache
 
 INDEX_SUFFIX = "-sessions"
 _INDEX = ValueFormat(SESSION_INDEX_V1_ID, description="session index v1")
@@ -82,18 +87,38 @@ def replay(times: list[int], observed: list[int], stored: list[tuple[int, int]],
     return sessions, late
 
 
-def _decode_index(value: bytes | None, *, store: str, partition: int,
-                  key: bytes) -> list[tuple[int, int]]:
-    if value is None:
-        return []
-    pairs = np.frombuffer(_INDEX.decode(value, store=store, partition=partition, key=key), "<i8")
-    return list(zip(pairs[0::2].tolist(), pairs[1::2].tolist()))
+def _read_index(index: WriteBackCache, names: list[str], *, store: str,
+                partition: int) -> pl.DataFrame:
+    """The open sessions of keys ``names``: a frame of ``_key``, ``window_start``,
+    ``window_end`` (one ``get_many``, one ``np.frombuffer``)."""
+    ikeys = [k.encode() for k in names]
+    found = [(k, v) for k, v in zip(names, index.get_many(ikeys)) if v is not None]
+    header = _INDEX.header
+    for k, v in found:
+        if v[:1] != header:
+            raise _INDEX.mismatch(v, store=store, partition=partition, key=k.encode())
+        if (len(v) - 1) % 16:
+            raise StateError(f"session index of key {k!r} holds {len(v) - 1} bytes, not whole "
+                             "(start, end) pairs", store=store, partition=partition)
+    pairs = np.frombuffer(b"".join(v[1:] for _, v in found), "<i8").reshape(-1, 2)
+    counts = np.array([(len(v) - 1) // 16 for _, v in found], dtype=np.int64)
+    owners = pl.Series(KEY, [k for k, _ in found], pl.String).gather(
+        np.repeat(np.arange(len(found)), counts))
+    return pl.DataFrame({KEY: owners, WINDOW_START: pairs[:, 0], WINDOW_END: pairs[:, 1]})
 
 
-def _encode_index(sessions: list[tuple[int, int]]) -> bytes | None:
-    if not sessions:
-        return None
-    return _INDEX.encode(np.array(sorted(sessions), "<i8").tobytes())
+def _write_index(index: WriteBackCache, names: list[str], sessions: pl.DataFrame) -> None:
+    """Store ``sessions`` (``_key``, ``window_start``, ``window_end``) as the open sessions of
+    keys ``names`` (a key without sessions is deleted)."""
+    ordered = sessions.filter(pl.col(KEY).is_in(names)).sort(KEY, WINDOW_START)
+    raw = np.ascontiguousarray(
+        ordered.select(WINDOW_START, WINDOW_END).to_numpy().astype("<i8")).tobytes()
+    values: dict[str, bytes | None] = dict.fromkeys(names)
+    at = 0
+    for key, n in ordered.group_by(KEY, maintain_order=True).len().iter_rows():
+        values[key] = _INDEX.header + raw[at: at + 16 * n]
+        at += 16 * n
+    index.put_many([k.encode() for k in values], list(values.values()))
 
 
 @dataclass
@@ -127,23 +152,17 @@ class SessionAggregate(WindowOperator):
         gap, grace = self.window.gap_ms, self.window.grace_ms
         rows = rows.with_row_index(_ROW)
         names = rows.get_column(KEY).unique(maintain_order=True).to_list()
-        index = ctx.state(self.index_store, partition)
-        ikeys = [k.encode() for k in names]
-        before = {k: _decode_index(v, store=self.index_store, partition=partition, key=ik)
-                  for k, ik, v in zip(names, ikeys, index.get_many(ikeys))}
-        stored = pl.DataFrame(
-            [(k, s, e) for k in names for s, e in before[k]],
-            schema={KEY: pl.String, WINDOW_START: pl.Int64, WINDOW_END: pl.Int64}, orient="row",
-        ).with_row_index(_STORED)
+        stored = _read_index(ctx.state(self.index_store, partition), names,
+                             store=self.index_store, partition=partition).with_row_index(_STORED)
         slow = set(rows.filter(pl.col(TIMESTAMP) < pl.col(_OBSERVED) - grace)
                    .get_column(KEY).unique().to_list())
         rec_sid, sto_sid = self._union(rows, stored, slow)
         late_at: list[tuple[int, int, int]] = []
         if slow:
-            rec_slow, sto_slow, late_at = self._replay(rows, stored, slow, before,
+            rec_slow, sto_slow, late_at = self._replay(rows, stored, slow,
                                                        first_sid=_next_sid(rec_sid))
             rec_sid, sto_sid = pl.concat([rec_sid, rec_slow]), pl.concat([sto_sid, sto_slow])
-        return (self._write(partition, rows, stored, rec_sid, sto_sid, before, ctx),
+        return (self._write(partition, rows, stored, rec_sid, sto_sid, ctx),
                 self._late_of(rows, late_at))
 
     def _union(self, rows: pl.DataFrame, stored: pl.DataFrame, slow: set[str]
@@ -168,15 +187,17 @@ class SessionAggregate(WindowOperator):
         return (touched.filter(pl.col(_ROW).is_not_null()).select(_ROW, _SID),
                 touched.filter(pl.col(_STORED).is_not_null()).select(_STORED, _SID))
 
-    def _replay(self, rows: pl.DataFrame, stored: pl.DataFrame, slow: set[str],
-                before: dict[str, list[tuple[int, int]]], first_sid: int
+    def _replay(self, rows: pl.DataFrame, stored: pl.DataFrame, slow: set[str], first_sid: int
                 ) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple[int, int, int]]]:
         """Session ids and late records of the ``slow`` keys, record by record (:func:`replay`)."""
         rec, sto, late = [], [], []
         sid = first_sid
-        stored_ids = defaultdict(list)
-        for k, i in zip(stored.get_column(KEY).to_list(), stored.get_column(_STORED).to_list()):
+        stored_ids: dict[str, list[int]] = defaultdict(list)
+        before: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for k, i, s, e in stored.filter(pl.col(KEY).is_in(list(slow))).select(
+                KEY, _STORED, WINDOW_START, WINDOW_END).iter_rows():
             stored_ids[k].append(i)
+            before[k].append((s, e))
         subset = rows.filter(pl.col(KEY).is_in(list(slow)))
         for (key,), group in subset.group_by(KEY, maintain_order=True):
             row_ids = group.get_column(_ROW).to_list()
@@ -196,7 +217,7 @@ class SessionAggregate(WindowOperator):
 
     def _write(self, partition: int, rows: pl.DataFrame, stored: pl.DataFrame,
                rec_sid: pl.DataFrame, sto_sid: pl.DataFrame,
-               before: dict[str, list[tuple[int, int]]], ctx: ProcessingContext) -> pl.DataFrame:
+               ctx: ProcessingContext) -> pl.DataFrame:
         """Merge each session's records and absorbed stored sessions; write sessions and index;
         return the updated sessions."""
         gap = self.window.gap_ms
@@ -230,20 +251,12 @@ class SessionAggregate(WindowOperator):
         kept = set(new_keys)
         cache.delete_many([k for k in old_keys if k not in kept])
         cache.put_many(new_keys, self._acc.encode(merged))
-        self._rewrite_index(partition, before, absorbed, partials, ctx)
+        kept_sessions = stored.join(absorbed.select(_STORED), on=_STORED, how="anti")
+        _write_index(ctx.state(self.index_store, partition),
+                     partials.get_column(KEY).unique().to_list(),
+                     pl.concat([kept_sessions.select(KEY, WINDOW_START, WINDOW_END),
+                                partials.select(KEY, WINDOW_START, WINDOW_END)]))
         return self._result_frame(partials, merged)
-
-    def _rewrite_index(self, partition: int, before: dict[str, list[tuple[int, int]]],
-                       absorbed: pl.DataFrame, partials: pl.DataFrame,
-                       ctx: ProcessingContext) -> None:
-        sessions = {k: set(v) for k, v in before.items()}
-        for k, s, e in absorbed.select(KEY, WINDOW_START, WINDOW_END).iter_rows():
-            sessions[k].discard((s, e))
-        for k, s, e in partials.select(KEY, WINDOW_START, WINDOW_END).iter_rows():
-            sessions[k].add((s, e))
-        changed = [k for k, v in sessions.items() if v != set(before[k])]
-        ctx.state(self.index_store, partition).put_many(
-            [k.encode() for k in changed], [_encode_index(list(sessions[k])) for k in changed])
 
     def _late_of(self, rows: pl.DataFrame, late_at: list[tuple[int, int, int]]) -> pl.DataFrame:
         windows = pl.DataFrame(late_at, schema={_ROW: rows.schema[_ROW], WINDOW_START: pl.Int64,
@@ -254,16 +267,13 @@ class SessionAggregate(WindowOperator):
     def _closed(self, ctx: ProcessingContext, task: TaskId, keys: list[bytes]) -> None:
         """Drop the closed sessions from their keys' index entries."""
         raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
-        ends, starts = _times_of(raw[:, 0]).tolist(), _times_of(raw[:, 1]).tolist()
-        gone: dict[bytes, set[tuple[int, int]]] = defaultdict(set)
-        for k, s, e in zip(keys, starts, ends):
-            gone[k[16:]].add((s, e))
+        closed = pl.DataFrame({KEY: [k[16:].decode() for k in keys],
+                               WINDOW_START: _times_of(raw[:, 1]), WINDOW_END: _times_of(raw[:, 0])})
+        names = closed.get_column(KEY).unique().to_list()
         index = ctx.state(self.index_store, task.partition)
-        ikeys = list(gone)
-        left = [[p for p in _decode_index(v, store=self.index_store, partition=task.partition,
-                                          key=ik) if p not in gone[ik]]
-                for ik, v in zip(ikeys, index.get_many(ikeys))]
-        index.put_many(ikeys, [_encode_index(v) for v in left])
+        sessions = _read_index(index, names, store=self.index_store, partition=task.partition)
+        _write_index(index, names, sessions.join(closed, on=[KEY, WINDOW_START, WINDOW_END],
+                                                 how="anti"))
 
 
 def _next_sid(rec_sid: pl.DataFrame) -> int:
