@@ -10,6 +10,7 @@ Unit tests never request it, so ``pytest tests/unit`` needs no broker.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -81,6 +82,21 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return make
 
 
+def _wait_until_listed(admin: AdminClient, topic: str, partitions: int,
+                       timeout_s: float = 60.0) -> None:
+    """Block until the broker's metadata lists ``topic`` with its partitions: a created topic
+    can take seconds to appear there on a loaded machine, and an engine started before that
+    rightly fails (a missing source is a start-up error)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is not None and meta.error is None and len(meta.partitions) == partitions:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"topic {topic} created but not listed after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def new_topic(
     admin: AdminClient, unique_name: Callable[[str], str]
@@ -95,6 +111,7 @@ def new_topic(
         )
         futures[name].result(timeout=30)
         created.append(name)
+        _wait_until_listed(admin, name, partitions)
         return name
 
     yield make
