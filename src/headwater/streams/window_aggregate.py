@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from headwater.errors import HeadwaterError
-from headwater.streams.accumulators import Accumulators
+from headwater.streams.accumulators import AccRows, Accumulators
 from headwater.streams.aggregate import Agg, MissingKeyError
 from headwater.streams.context import ProcessingContext
 from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC
@@ -156,7 +156,7 @@ class WindowAggregate(TimerOperator):
         cache.put_many(keys, self._acc.encode(rows))
         return self._result_frame(group, rows)
 
-    def _result_frame(self, group: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    def _result_frame(self, group: pl.DataFrame, rows: AccRows) -> pl.DataFrame:
         """Output rows of windows ``group`` (metadata, window bounds) holding aggregates ``rows``."""
         return group.select(
             KEY, TOPIC, PARTITION,
