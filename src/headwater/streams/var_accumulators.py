@@ -55,6 +55,8 @@ def fingerprints(values: pl.Series) -> np.ndarray:
         TypeError: values of another type (lists, structs, binary...).
     """
     dtype = values.dtype
+    if not len(values):
+        return np.empty(0, np.uint64)
     if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
         digest = hashlib.blake2b
         return np.fromiter(
