@@ -168,9 +168,11 @@ def approx_count_distinct(expr: pl.Expr | str, lg_k: int = 12,
     ``1.04 / sqrt(2**lg_k)``: 1.6% for ``lg_k=12`` (the library's a-priori bound: 1.29% for a
     single stream, 1.62% after unions, e.g. merged session windows); 3 standard deviations
     bound 99.7% of estimates. State: at most ``2**lg_k`` bytes (HLL_8; HLL_6 3/4 and HLL_4
-    about 1/2 of that, slower) plus a small header; much less for small windows. Values are
-    hashed like :func:`count_distinct` (an integer and the equal float count once).
-    Deterministic. Window aggregates only."""
+    about 1/2 of that, slower) plus a small header; much less for small windows. Strings are
+    hashed by the library, other values go in as their :func:`count_distinct` fingerprints (an
+    integer and the equal float count once). Deterministic. The binding takes one value per
+    call, so each batch's distinct values of a window cost ~0.2 us each in a Python loop.
+    Window aggregates only."""
     if not 7 <= lg_k <= 21:
         raise ValueError(f"approx_count_distinct: lg_k must be between 7 and 21, got {lg_k}")
     if hll_type not in ("HLL_4", "HLL_6", "HLL_8"):
