@@ -341,3 +341,20 @@ def test_kll_quantiles_stay_within_the_normalized_rank_error() -> None:
     for field, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         rank = np.searchsorted(ordered, got[field], side="right") / len(ordered)
         assert abs(rank - q) <= eps, (field, rank)
+
+
+def test_a_udf_sees_the_chosen_columns_ordered_by_event_time_and_merges() -> None:
+    seen: list[list[str]] = []
+
+    def accumulate(acc: list, rows: pl.DataFrame) -> list:
+        seen.append(rows.columns)
+        return acc + rows.get_column("u").to_list()
+
+    acc = Accumulators({"us": agg.udf(list, accumulate, lambda a, b: a + b, lambda a: ",".join(a),
+                                      columns=["u", TIMESTAMP])}, "t")
+    stored = fold_batches(acc, [frame_of([(5, 0, None, "late", 0), (1, 1, None, "early", 0)]),
+                                frame_of([(3, 2, None, "other", 1)])], 2)
+    rows = acc.load(stored, store="s", partition=0, keys=[b"a", b"b"])
+    assert seen[0] == ["u", TIMESTAMP]
+    assert acc.columns(rows)[0].to_list() == ["early,late", "other"]
+    assert acc.columns(acc.reduce(rows, np.array([0, 0]), 1))[0].to_list() == ["early,late,other"]
