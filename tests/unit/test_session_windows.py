@@ -176,3 +176,19 @@ def test_sessions_and_late_records_equal_a_brute_force_oracle(gap, grace, batche
                       for r in driver.read("late"))
     assert got_late == sorted(late)
     assert len(driver.store("s")) == 1 and len(driver.store("s-sessions")) == 1  # "~flush"
+
+
+def test_merging_sessions_merges_every_kind_of_aggregate() -> None:
+    topology = Topology("rich-sessions")
+    topology.source("in", value_format="json").window(session("10s", grace="30s")).aggregate(
+        "s", first=agg.first("x"), last=agg.last("x"), distinct=agg.count_distinct("u"),
+        approx=agg.approx_count_distinct("u"), p50=agg.percentile("x", 0.5),
+        seen=agg.collect("u", limit=5)).to_topic("out")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{"x": 1.0, "u": "a"}], keys=["k"], timestamps_ms=[0])
+    driver.pipe("in", [{"x": 9.0, "u": "b"}], keys=["k"], timestamps_ms=[15_000])
+    driver.pipe("in", [{"x": 5.0, "u": "a"}], keys=["k"], timestamps_ms=[8_000])  # the bridge
+    driver.pipe("in", [{"x": None, "u": None}], keys=["z"], timestamps_ms=[100_000])
+    assert driver.read_json("out") == [{
+        "window_start": 0, "window_end": 25_000, "first": 1.0, "last": 9.0, "distinct": 2,
+        "approx": 2, "p50": 5.0, "seen": ["a", "a", "b"]}]

@@ -9,9 +9,14 @@ instead of being misread:
 - ``AGG_ROWS_V1`` (id 2): ``aggregate`` state, ``0x02`` + a 4-byte fingerprint of the aggregate
   definition (field names, aggregate kinds, NumPy types) + one fixed-width little-endian NumPy row
   (``int64`` counts, ``float64`` sums/min/max, NaN = no value seen yet).
-- ``WINDOW_ROWS_V1`` (id 3): window aggregates, like id 2 plus the last contributing offset.
+- ``WINDOW_ROWS_V1_ID`` (id 3): window aggregate state whose aggregates are all fixed-width: like
+  id 2, with the window definition in the fingerprint (:class:`RowCodec`).
 - ``SESSION_INDEX_V1`` (id 4): a key's open sessions, ``0x04`` + little-endian ``int64``
   ``(start, end)`` pairs sorted by start.
+- ``WINDOW_ROWS_V2_ID`` (id 5): window aggregate state with variable-length aggregates (sets,
+  sketches, lists, user-defined accumulators): the id-3 row, then each variable part as a 4-byte
+  little-endian length + its bytes (:class:`VarRowCodec`). Only operators that declare such an
+  aggregate write it; fixed-only operators keep id 3, so their stores still read.
 
 The store-level TTL prefix (``headwater.state.ttl``) goes *before* this header: a TTL store's
 stored value is ``write time (8 bytes) + format id + fingerprint + payload``; the store strips the
@@ -21,20 +26,24 @@ TTL prefix before an operator sees the value. Ids are never reused: a new layout
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 
 import numpy as np
 
 from headwater.state.errors import StateError
 
-FORMAT_NAMES: dict[int, str] = {1: "json v1", 2: "aggregate rows v1", 3: "window rows v1",
-                                4: "session index v1"}
+FORMAT_NAMES: dict[int, str] = {
+    1: "json v1", 2: "aggregate rows v1", 3: "window rows v1", 4: "session index v1",
+    5: "window rows v2",
+}
 """Every format id ever assigned -> its name (for error messages). Never reuse an id."""
 
 JSON_V1_ID = 1
 AGG_ROWS_V1_ID = 2
 WINDOW_ROWS_V1_ID = 3
 SESSION_INDEX_V1_ID = 4
+WINDOW_ROWS_V2_ID = 5
 
 _HEADER_FIELD = "_hw_header"
 _RESET_HINT = "reset the application (its local state and changelog) or use a new store name"
@@ -217,3 +226,100 @@ class RowCodec:
                     store=store, partition=partition,
                 )
         raise AssertionError("decode_rows failed but every value is well-formed")
+
+
+_LENGTH = struct.Struct("<I")
+
+
+class VarRowCodec(RowCodec):
+    """A :class:`RowCodec` row followed by ``n_var`` variable-length parts (``window rows v2``).
+
+    A value is ``header + fixed-width row + (4-byte little-endian length + bytes) * n_var``. The
+    fixed rows of a batch still decode with one ``np.frombuffer`` (over the values' fixed-width
+    prefixes); the variable parts are sliced out per value.
+
+    Args:
+        format_id: the format id (e.g. ``WINDOW_ROWS_V2_ID``).
+        fields: ``(name, numpy type)`` of the fixed-width payload, in order.
+        layout: the layout description fingerprinted into every value.
+        n_var: the number of variable-length parts of every value.
+    """
+
+    __slots__ = ("n_var",)
+
+    def __init__(self, format_id: int, fields: Sequence[tuple[str, str]], layout: str,
+                 n_var: int) -> None:
+        super().__init__(format_id, fields, f"{layout}|var={n_var}")
+        self.n_var = n_var
+
+    def encode_values(self, rows: np.ndarray, parts: Sequence[Sequence[bytes]]) -> list[bytes]:
+        """One stored value per row: its fixed-width row then, per part list, its bytes."""
+        fixed = self.encode_rows(rows)
+        pack = _LENGTH.pack
+        out = []
+        for i, head in enumerate(fixed):
+            chunks = [head]
+            for part in parts:
+                value = part[i]
+                chunks.append(pack(len(value)))
+                chunks.append(value)
+            out.append(b"".join(chunks))
+        return out
+
+    def decode_values(
+        self,
+        values: Sequence[bytes | None],
+        *,
+        store: str,
+        partition: int,
+        keys: Sequence[bytes] | None = None,
+    ) -> tuple[np.ndarray, list[list[bytes]], np.ndarray | None]:
+        """Decode the present values (``None`` = no stored value).
+
+        Returns:
+            ``(rows, parts, present)``: the fixed-width rows of the present values (read-only),
+            per variable part the list of its bytes (aligned with ``rows``), and the presence
+            mask as in :meth:`RowCodec.decode_rows`.
+
+        Raises:
+            StateError: a value has another format or layout, or its variable parts do not add
+                up to its length (names the store, partition and key).
+        """
+        present: np.ndarray | None = None
+        found = [v for v in values if v is not None]
+        found_keys: list[bytes] | None = None
+        if len(found) != len(values):
+            present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+            if keys is not None:
+                found_keys = [k for k, v in zip(keys, values, strict=True) if v is not None]
+        elif keys is not None:
+            found_keys = list(keys)
+        w = self.width
+        rows, _ = self.decode_rows([v[:w] for v in found], store=store, partition=partition,
+                                   keys=found_keys)
+        parts: list[list[bytes]] = [[] for _ in range(self.n_var)]
+        unpack = _LENGTH.unpack_from
+        for j, value in enumerate(found):
+            pos, end = w, len(value)
+            for part in parts:
+                if pos + 4 > end:
+                    raise self._corrupt(value, store, partition, found_keys, j)
+                (n,) = unpack(value, pos)
+                pos += 4
+                if pos + n > end:
+                    raise self._corrupt(value, store, partition, found_keys, j)
+                part.append(value[pos:pos + n])
+                pos += n
+            if pos != end:
+                raise self._corrupt(value, store, partition, found_keys, j)
+        return rows, parts, present
+
+    def _corrupt(self, value: bytes, store: str, partition: int,
+                 keys: Sequence[bytes] | None, j: int) -> StateError:
+        at = f" (key {keys[j]!r})" if keys is not None else ""
+        return StateError(
+            f"store {store!r} holds a {len(value)}-byte {self.format.name} value{at} whose "
+            f"{self.n_var} variable-length part(s) do not add up to its length: the value is "
+            f"corrupt; {_RESET_HINT}",
+            store=store, partition=partition,
+        )

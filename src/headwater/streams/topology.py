@@ -29,7 +29,7 @@ import polars as pl
 
 from headwater.errors import HeadwaterError
 from headwater.streams import operators as ops
-from headwater.streams.aggregate import Agg, Aggregate
+from headwater.streams.aggregate import RUNNING_KINDS, Agg, Aggregate
 from headwater.streams.execution import ErrorPolicy, Node
 from headwater.streams.process import Process, ProcessFn
 from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
@@ -171,7 +171,9 @@ class Stream:
     def aggregate(self, store: str, *, name: str = "aggregate", ttl_ms: int | None = None,
                   co_partitioned: bool = False, on_error: ErrorPolicy | None = None,
                   **aggs: Agg) -> Stream:
-        """Keyed running aggregates (``agg.count()``, ``agg.sum(...)``...) kept in ``store``.
+        """Keyed running aggregates (``agg.count()``, ``agg.sum``, ``agg.min``, ``agg.max``)
+        kept in ``store``; the other kinds (mean, first/last, distinct counts, quantiles,
+        collect, udf) are for window aggregates and raise ``TopologyError`` here.
 
         Emits, per batch, one row per key that changed with its updated aggregates. After
         ``key_by`` the stream first goes through a repartition topic, unless
@@ -182,6 +184,12 @@ class Stream:
         if any(a.kind == "mean" for a in aggs.values()):
             raise TopologyError(f"aggregate {store!r}: mean is for windows; a running aggregate "
                                 "keeps sum and count")
+        windowed_only = sorted({a.kind for a in aggs.values()} - RUNNING_KINDS)
+        if windowed_only:
+            raise TopologyError(
+                f"aggregate {store!r}: {', '.join(windowed_only)} is for window aggregates "
+                "(stream.window(...).aggregate); a running aggregate supports "
+                f"{', '.join(sorted(RUNNING_KINDS))}")
         upstream = self._partitioned_for(store, co_partitioned)
         stream = upstream._then(Aggregate(store, aggs, name), on_error)
         self._topology._add_store(StoreSpec(store, stream._node.operator.name, ttl_ms))
@@ -271,8 +279,11 @@ class WindowedStream:
     def aggregate(self, store: str, *, emit: EmitMode = "final", name: str = "window_aggregate",
                   co_partitioned: bool = False, on_error: ErrorPolicy | None = None,
                   **aggs: Agg) -> WindowedResult:
-        """Aggregates per key and window (``agg.count()``, ``agg.sum(...)``, ``agg.mean(...)``,
-        ``agg.min``/``agg.max``), kept in ``store``.
+        """Aggregates per key and window, kept in ``store``: ``agg.count()``, ``agg.sum``,
+        ``agg.mean``, ``agg.min``/``agg.max``, ``agg.first``/``agg.last``,
+        ``agg.count_distinct``, ``agg.approx_count_distinct``, ``agg.quantiles``/
+        ``agg.percentile``, ``agg.collect`` and ``agg.udf`` (see docs/windows.md), any number
+        of them in one operator.
 
         ``emit="final"`` (default) emits each window once, when stream time passes its end plus
         grace; ``"update"`` emits a window's new values after every batch that changed it;
