@@ -12,6 +12,9 @@ instead of being misread:
 - ``WINDOW_ROWS_V1`` (id 3): window aggregates, like id 2 plus the last contributing offset.
 - ``SESSION_INDEX_V1`` (id 4): a key's open sessions, ``0x04`` + little-endian ``int64``
   ``(start, end)`` pairs sorted by start.
+- ``SLIDING_INDEX_V1`` (id 6): a key's retained record times for sliding windows, ``0x06`` +
+  little-endian ``int64`` count ``n`` + ``n`` sorted ``int64`` times + ``n`` window rows v1 values
+  (the accumulator of the records at each time); with ``n = 0`` (header only) an expiry marker.
 
 The store-level TTL prefix (``headwater.state.ttl``) goes *before* this header: a TTL store's
 stored value is ``write time (8 bytes) + format id + fingerprint + payload``; the store strips the
@@ -28,13 +31,14 @@ import numpy as np
 from headwater.state.errors import StateError
 
 FORMAT_NAMES: dict[int, str] = {1: "json v1", 2: "aggregate rows v1", 3: "window rows v1",
-                                4: "session index v1"}
+                                4: "session index v1", 6: "sliding index v1"}
 """Every format id ever assigned -> its name (for error messages). Never reuse an id."""
 
 JSON_V1_ID = 1
 AGG_ROWS_V1_ID = 2
 WINDOW_ROWS_V1_ID = 3
 SESSION_INDEX_V1_ID = 4
+SLIDING_INDEX_V1_ID = 6  # (5 is being assigned on another branch)
 
 _HEADER_FIELD = "_hw_header"
 _RESET_HINT = "reset the application (its local state and changelog) or use a new store name"
