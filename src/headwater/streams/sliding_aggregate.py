@@ -189,6 +189,7 @@ class SlidingAggregate(WindowOperator):
         new = ~present & (c >= 0) & (c < closes_at)
         keep = new | (present & (np.bincount(wid, minlength=len(wins)) > 0))
         kept = np.flatnonzero(keep)
+        wid, pos = wid[keep[wid]], pos[keep[wid]]  # (a window never created may hold some)
         renum = np.full(len(wins), -1)
         renum[kept] = np.arange(len(kept))
         # results: stored or retained-record accumulators, folded with the batch's partials
