@@ -94,6 +94,16 @@ def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group, np.arange(int(counts.sum())) - first + np.repeat(lo, counts)
 
 
+def _per_window(op: np.ufunc, values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    """``op`` (``np.minimum``/``np.maximum``) of ``values`` per ``group`` (sorted) of ``0..n-1``;
+    -1 where a group is empty (for maximum) or ``_NEVER`` (for minimum)."""
+    out = np.full(n, _NEVER if op is np.minimum else -1, np.int64)
+    if len(group):
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        out[group[starts]] = op.reduceat(values, starts)
+    return out
+
+
 def _decode(value: bytes, *, store: str, partition: int, key: bytes
             ) -> tuple[np.ndarray, bytes, int]:
     """A key's retained times, their accumulators' bytes and the width of one."""
@@ -116,9 +126,18 @@ class SlidingAggregate(WindowOperator):
     :class:`~headwater.streams.window_aggregate.WindowOperator`)."""
 
     window: SlidingWindow
+    _inputs: list[str] = field(init=False, repr=False)
+    """The columns the aggregates read (what a (window, record) pair carries)."""
     _expired: weakref.WeakKeyDictionary = field(
         init=False, repr=False, default_factory=weakref.WeakKeyDictionary)
     """Per index cache: the bound of the last expiry scan (as the base class's ``_floors``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        roots = {n for e in self._acc.partials for n in e.meta.root_names()}
+        wild = any(e.meta.has_multiple_outputs() for e in self._acc.partials)
+        self._inputs = [_ROW, OFFSET, *sorted(roots - {_ROW, OFFSET}), *(["*"] if wild else [])]
+        # ("*" is never a column: then every column is carried)
 
     @property
     def index_store(self) -> str:
@@ -173,8 +192,7 @@ class SlidingAggregate(WindowOperator):
         o_kid, o_t, o_row = (ok.get_column(c).to_numpy() for c in (_KID, TIMESTAMP, _ROW))
         lo, hi = _search(o_kid, o_t, w_kid, w_s, w_e)
         wid, pos = _expand(lo, hi)
-        min_row = np.full(len(wins), _NEVER)
-        np.minimum.at(min_row, wid, o_row[pos])
+        min_row = _per_window(np.minimum, o_row[pos], wid, len(wins))
         counts = o_row[pos] < closes_at[wid]
         wid, pos = wid[counts], pos[counts]
         # retained records in each new window; when each window is first called for (``c``)
@@ -199,14 +217,14 @@ class SlidingAggregate(WindowOperator):
         if len(was):
             acc[renum[was]] = self._acc.load([old[i] for i in was], store=self.store,
                                              partition=partition, keys=[wkeys[i] for i in was])
-        partials = (ok[pos].with_columns(pl.Series(_WID, renum[wid]))
-                    .sort(_ROW).group_by(_WID).agg(pl.col(OFFSET).max(), *self._acc.partials)
-                    .sort(_WID))
+        inputs = self._inputs if set(self._inputs) <= set(ok.columns) else ok.columns
+        partials = (ok.select(inputs)[pos].with_columns(pl.Series(_WID, renum[wid]))
+                    .group_by(_WID, maintain_order=True)  # pairs come sorted by window
+                    .agg(pl.col(OFFSET).max(), *self._acc.partials))
         at = partials.get_column(_WID).to_numpy()
         acc[at] = self._acc.fold(acc[at], partials)
         cache.put_many([wkeys[i] for i in kept], self._acc.encode(acc))
-        last = np.full(len(wins), -1)
-        np.maximum.at(last, wid, o_row[pos])
+        last = _per_window(np.maximum, o_row[pos], wid, len(wins))
         topic_row = np.where(last >= 0, last, c)[kept]
         group = pl.DataFrame({
             KEY: pl.Series([names[k] for k in w_kid[kept]], dtype=rows.schema[KEY]),
@@ -217,10 +235,11 @@ class SlidingAggregate(WindowOperator):
         return self._result_frame(group, acc), late
 
     def _windows(self, times: pl.DataFrame) -> pl.DataFrame:
-        """The windows the batch touches (from each key's sorted distinct times; ``_FIRST``: the
-        batch row where a time first arrives, -1 if retained; ``__b``: in the batch): left windows holding a batch
-        record, right windows holding one or defined by one; with when each definition is first
-        called for (``__c_l``; for right windows, that of their own record ``__first_r``)."""
+        """The windows the batch touches, from each key's sorted distinct times (``_FIRST``: the
+        batch row where a time first arrives, -1 if retained; ``__b``: in the batch): left
+        windows holding a batch record, right windows holding one or defined by one; with when
+        each definition is first called for (``__c_l``; for right windows, that of their own
+        record, ``__first_r``)."""
         size, t = self.window.size_ms, pl.col(TIMESTAMP)
         in_batch = pl.when("__b").then(t)
         times = times.with_columns(
@@ -248,16 +267,16 @@ class SlidingAggregate(WindowOperator):
         sorted) and their accumulators, aligned."""
         index = ctx.state(self.index_store, partition)
         ikeys = [_REC + k.encode() for k in names]
-        kid, ts, raw, at = [], [], [], []
+        counts, ts, raw, at = np.zeros(len(names), np.int64), [], [], []
         for k, (ik, value) in enumerate(zip(ikeys, index.get_many(ikeys))):
             if value is None:
                 continue
             times, rows, w = _decode(value, store=self.index_store, partition=partition, key=ik)
-            kid.append(np.full(len(times), k))
+            counts[k] = n = len(times)
             ts.append(times)
-            raw += [rows[i * w:(i + 1) * w] for i in range(len(times))]
-            at += [ik] * len(times)
-        stored = pl.DataFrame({_KID: np.concatenate(kid) if kid else np.zeros(0, np.int64),
+            raw += [rows[i:i + w] for i in range(0, n * w, w)]
+            at += [ik] * n
+        stored = pl.DataFrame({_KID: np.repeat(np.arange(len(names)), counts),
                                TIMESTAMP: np.concatenate(ts) if ts else np.zeros(0, np.int64)},
                               schema={_KID: pl.Int64, TIMESTAMP: pl.Int64})
         srows = self._acc.load(raw, store=self.index_store, partition=partition, keys=at)
@@ -283,17 +302,25 @@ class SlidingAggregate(WindowOperator):
         enc = self._acc.encode(rows[both.get_column("__i").to_numpy()])
         b_kid, b_t = both.get_column(_KID).to_numpy(), both.get_column(TIMESTAMP).to_numpy()
         edges = np.searchsorted(b_kid, np.arange(len(names) + 1))
-        old_max = dict(stored.group_by(_KID).agg(pl.col(TIMESTAMP).max()).iter_rows())
+        n = np.diff(edges)
+        old_max = np.full(len(names), np.iinfo(np.int64).min)
+        s_kid = stored.get_column(_KID).to_numpy()
+        np.maximum.at(old_max, s_kid, stored.get_column(TIMESTAMP).to_numpy())
+        new_max = np.where(n > 0, b_t[np.maximum(edges[1:] - 1, 0)] if len(b_t) else 0, 0)
+        grew = (n > 0) & (new_max > old_max)
+        expiry = _time_bytes(new_max + size + 2).tobytes()
+        head, counts = _INDEX.encode(b""), n.astype("<i8").tobytes()
+        tbytes = b_t.astype("<i8").tobytes()
         keys, values, marks = [], [], []
         for k, name in enumerate(names):
             a, b = int(edges[k]), int(edges[k + 1])
             keys.append(_REC + name.encode())
-            values.append(_encode(b_t[a:b], b"".join(enc[a:b])))
-            if b > a and (k not in old_max or b_t[b - 1] > old_max[k]):
-                marks.append(_EXP + _time_bytes(np.array([b_t[b - 1] + size + 2])).tobytes()
-                             + name.encode())
+            values.append(head + counts[8 * k:8 * k + 8] + tbytes[8 * a:8 * b]
+                          + b"".join(enc[a:b]) if b > a else None)
+            if grew[k]:
+                marks.append(_EXP + expiry[8 * k:8 * k + 8] + name.encode())
         index = ctx.state(self.index_store, partition)
-        index.put_many(keys + marks, values + [_INDEX.encode(b"")] * len(marks))
+        index.put_many(keys + marks, values + [head] * len(marks))
 
     def on_time(self, ctx: ProcessingContext, task: TaskId, stream_time_ms: int | None,
                 wall_ms: int) -> pl.DataFrame | None:
