@@ -17,6 +17,9 @@ instead of being misread:
   sketches, lists, user-defined accumulators): the id-3 row, then each variable part as a 4-byte
   little-endian length + its bytes (:class:`VarRowCodec`). Only operators that declare such an
   aggregate write it; fixed-only operators keep id 3, so their stores still read.
+- ``SLIDING_INDEX_V1`` (id 6): a key's retained record times for sliding windows, ``0x06`` +
+  little-endian ``int64`` count ``n`` + ``n`` sorted ``int64`` times + ``n`` window rows v1 values
+  (the accumulator of the records at each time); with ``n = 0`` (header only) an expiry marker.
 
 The store-level TTL prefix (``headwater.state.ttl``) goes *before* this header: a TTL store's
 stored value is ``write time (8 bytes) + format id + fingerprint + payload``; the store strips the
@@ -35,7 +38,7 @@ from headwater.state.errors import StateError
 
 FORMAT_NAMES: dict[int, str] = {
     1: "json v1", 2: "aggregate rows v1", 3: "window rows v1", 4: "session index v1",
-    5: "window rows v2",
+    5: "window rows v2", 6: "sliding index v1",
 }
 """Every format id ever assigned -> its name (for error messages). Never reuse an id."""
 
@@ -44,6 +47,7 @@ AGG_ROWS_V1_ID = 2
 WINDOW_ROWS_V1_ID = 3
 SESSION_INDEX_V1_ID = 4
 WINDOW_ROWS_V2_ID = 5
+SLIDING_INDEX_V1_ID = 6
 
 _HEADER_FIELD = "_hw_header"
 _RESET_HINT = "reset the application (its local state and changelog) or use a new store name"

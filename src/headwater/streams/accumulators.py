@@ -12,7 +12,8 @@ and its opaque rows (:class:`AccRows`): it never looks inside. The contract:
 - :meth:`Accumulators.fold` merges a frame of batch partials (aligned row by row) into rows;
 - :meth:`Accumulators.reduce` merges rows that share a group id into one row per group (two
   sessions bridged by a record become one);
-- :meth:`Accumulators.take` selects rows by position (``AccRows`` is not a NumPy array);
+- :meth:`Accumulators.take` selects rows by position, :meth:`Accumulators.put` overwrites
+  rows in place, :meth:`Accumulators.concat` appends (``AccRows`` is not a NumPy array);
 - :meth:`Accumulators.encode` gives one stored value per row, :meth:`Accumulators.offsets`
   the largest contributing offset per row, :meth:`Accumulators.columns` the output columns (one
   per aggregate, named after it).
@@ -301,6 +302,24 @@ class Accumulators:
         at = np.asarray(indices, dtype=np.int64)
         picked = at.tolist()
         return AccRows(rows.fixed[at], [[part[i] for i in picked] for part in rows.var])
+
+    def put(self, rows: AccRows, indices: np.ndarray | Sequence[int], values: AccRows) -> None:
+        """Overwrite the rows at positions ``indices`` with ``values`` (aligned), in place."""
+        at = np.asarray(indices, dtype=np.int64)
+        rows.fixed[at] = values.fixed
+        for mine, theirs in zip(rows.var, values.var, strict=True):
+            for i, value in zip(at.tolist(), theirs, strict=True):
+                mine[i] = value
+
+    def concat(self, parts: Sequence[AccRows]) -> AccRows:
+        """The rows of ``parts``, one after the other."""
+        return AccRows(np.concatenate([p.fixed for p in parts]),
+                       [[v for p in parts for v in p.var[i]] for i in range(len(self._var))])
+
+    @property
+    def fixed_width(self) -> bool:
+        """Whether every stored value has the same length (no variable-length aggregate)."""
+        return not self._var
 
     def encode(self, rows: AccRows) -> list[bytes]:
         """One stored value per row."""

@@ -36,6 +36,7 @@ from headwater.streams.repartition import REPARTITION_SUFFIX, Repartition
 from headwater.streams.sink import PlainSink, Sink, SinkOperator, as_sink
 from headwater.streams.time import TimerKind, TimerOperator
 from headwater.streams.session_aggregate import SessionAggregate
+from headwater.streams.sliding_aggregate import SlidingAggregate
 from headwater.streams.window_aggregate import EmitMode, WindowAggregate, WindowOperator
 from headwater.streams.windows import (
     AnyWindow,
@@ -310,7 +311,13 @@ def _window_operator(store: str, window: AnyWindow, aggs: dict[str, Agg], emit: 
     if isinstance(window, SessionWindow):
         return SessionAggregate(store, window, aggs, emit, name)
     if isinstance(window, SlidingWindow):
-        raise TopologyError(f"window aggregate {store!r}: sliding windows are not built yet")
+        operator = SlidingAggregate(store, window, aggs, emit, name)
+        if not operator._acc.fixed_width:
+            raise TopologyError(
+                f"window aggregate {store!r}: sliding windows keep each record time's "
+                "accumulator, so they take fixed-width aggregates only (count, sum, min, max, "
+                "mean, first, last)")
+        return operator
     return WindowAggregate(store, window, aggs, emit, name)
 
 
