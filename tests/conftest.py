@@ -84,13 +84,15 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
 
 def _wait_until_listed(admin: AdminClient, topic: str, partitions: int,
                        timeout_s: float = 60.0) -> None:
-    """Block until the broker's metadata lists ``topic`` with its partitions: a created topic
+    """Block until the broker's metadata lists ``topic`` with its partitions, each with a
+    leader: a created topic
     can take seconds to appear there on a loaded machine, and an engine started before that
     rightly fails (a missing source is a start-up error)."""
     deadline = time.monotonic() + timeout_s
     while True:
         meta = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is not None and meta.error is None and len(meta.partitions) == partitions:
+        if (meta is not None and meta.error is None and len(meta.partitions) == partitions
+                and all(p.leader >= 0 and p.error is None for p in meta.partitions.values())):
             return
         if time.monotonic() >= deadline:
             raise AssertionError(f"topic {topic} created but not listed after {timeout_s:.0f} s")
