@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from headwater.connectors.topic_reader import read_to_end
 
@@ -170,11 +170,16 @@ def wait_for_output(config: dict[str, str], topic: str, at_least: int, timeout: 
                          "isolation.level": "read_uncommitted"})  # open transactions count
     try:
         while time.monotonic() < deadline:
-            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            total = sum(
-                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in parts
-            )
+            try:
+                parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                total = sum(
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in parts
+                )
+            except KafkaException as exc:  # e.g. a leader moving: ask again, not a result
+                if not exc.args[0].retriable() and exc.args[0].code() not in _TRANSIENT:
+                    raise
+                total = -1
             if total >= at_least:
                 return total
             time.sleep(0.2)
@@ -182,6 +187,9 @@ def wait_for_output(config: dict[str, str], topic: str, at_least: int, timeout: 
         consumer.close()
     raise AssertionError(f"{topic} did not reach {at_least} records in {timeout}s")
 
+
+_TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT}
 
 IDLE = ["--until-idle", "4"]
 
