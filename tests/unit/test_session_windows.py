@@ -192,3 +192,43 @@ def test_merging_sessions_merges_every_kind_of_aggregate() -> None:
     assert driver.read_json("out") == [{
         "window_start": 0, "window_end": 25_000, "first": 1.0, "last": 9.0, "distinct": 2,
         "approx": 2, "p50": 5.0, "seen": ["a", "a", "b"]}]
+
+
+def test_a_retried_batch_keeps_each_records_stream_time_and_dead_letters_once() -> None:
+    """A failing row makes the engine retry the batch row by row: the record at 0 stays late
+    (it arrived after the one at 100), and the keyless record is dead-lettered once."""
+    def boom(acc: int, rows: pl.DataFrame) -> int:
+        if (rows.get_column("x") == 13).any():
+            raise ValueError("13")
+        return acc + rows.height
+    topology = Topology("retry")
+    result = topology.source("in", value_format="json").window(session(10)).aggregate(
+        "s", n=agg.udf(lambda: 0, boom, lambda a, b: a + b, lambda a: a, columns=["x"]))
+    result.to_topic("out")
+    result.late.select("x").to_topic("late")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{"x": 1}, {"x": 2}, {"x": 13}, {"x": 4}], keys=["a", "a", "b", None],
+                timestamps_ms=[100, 0, 100, 100])
+    assert driver.read_json("late") == [{"x": 2}]
+    assert sorted((d.error_class, d.source_offset) for d in driver.dead_letters) == [
+        ("MissingKeyError", 3), ("ValueError", 2)]
+
+
+def test_update_rows_of_data_dependent_types_concatenate() -> None:
+    """Retried row by row (the record with x=13 fails), the updates of a window that collected
+    nothing (an empty list) and of one that collected strings are one output."""
+    def boom(acc: int, rows: pl.DataFrame) -> int:
+        if (rows.get_column("x") == 13).any():
+            raise ValueError("13")
+        return acc + rows.height
+    topology = Topology("types")
+    result = topology.source("in", value_format="json").window(session(10)).aggregate(
+        "s", emit="both", seen=agg.collect("u"),
+        n=agg.udf(lambda: 0, boom, lambda a, b: a + b, lambda a: a, columns=["x"]))
+    result.to_topic("out")
+    result.updates.to_topic("updates")
+    driver = InProcessTestDriver(topology, partitions=1)
+    driver.pipe("in", [{"u": None, "x": 1}, {"u": "x", "x": 2}, {"u": "y", "x": 13}],
+                keys=["a", "b", "c"], timestamps_ms=[0, 0, 0])
+    assert sorted((r["seen"], r["n"]) for r in driver.read_json("updates")) == [([], 1),
+                                                                               (["x"], 1)]

@@ -288,7 +288,10 @@ def test_collect_strings_and_numbers_keep_their_order_and_type() -> None:
                                 frame_of([(5, 2, 2.5, "c", 0)])], 1)
     rows = acc.load(stored, store="s", partition=0, keys=[b"k"])
     assert pl.DataFrame(acc.columns(rows)).to_dicts() == [{"s": ["a", "c"], "v": [1.5, 2.5]}]
-    assert acc.columns(acc.identities(1))[1].dtype == pl.List(pl.Float64)
+    empty = acc.columns(acc.identities(1))[1]
+    assert empty.dtype == pl.List(pl.Null)  # no value seen: fits beside any list type
+    both = pl.concat([empty.to_frame(), pl.DataFrame({"v": [["x"]]})], how="vertical_relaxed")
+    assert both.schema["v"] == pl.List(pl.String)
 
 
 def test_fingerprints_are_stable_and_integers_equal_whole_floats() -> None:

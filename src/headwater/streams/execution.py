@@ -79,6 +79,9 @@ def _apply_guarded(
     node: Node, frame: pl.DataFrame, ctx: ProcessingContext, policy: ErrorPolicy
 ) -> pl.DataFrame:
     op = node.operator
+    prepare = getattr(op, "prepare", None)
+    if prepare is not None:  # once per batch, so a row-by-row retry sees what the batch saw
+        frame = prepare(frame, ctx)
     try:
         with _state_guard(op, ctx):
             return op.apply(frame, ctx)

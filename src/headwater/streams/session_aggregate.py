@@ -1,5 +1,7 @@
 """Session windows: per key, a record at ``t`` opens ``[t, t + gap)`` and overlapping windows
-merge (Flink's semantics), so a session is ``[first event time, last event time + gap)``.
+merge (Flink's model, with half-open windows: records exactly ``gap`` apart start a new session,
+where Flink and Kafka Streams would merge them), so a session is
+``[first event time, last event time + gap)``.
 
 **Rules, per record in consumption order** (``obs`` = the stream time it arrives at, see
 :mod:`headwater.streams.windows`): a session is *closed* once ``end + grace <= obs``. The record
@@ -70,10 +72,14 @@ def replay(times: list[int], observed: list[int], stored: list[tuple[int, int]],
         The sessions after the batch (stored ones untouched have no ``rows``), and the late
         records as ``(record index, window start, window end)``.
     """
-    sessions = [_Session(s, e, [], [j]) for j, (s, e) in enumerate(stored)]
+    live = [_Session(s, e, [], [j]) for j, (s, e) in enumerate(stored)]
+    closed: list[_Session] = []  # stream time only grows: a closed session never reopens
     late = []
     for i, (t, obs) in enumerate(zip(times, observed)):
-        hit = [x for x in sessions if x.end + grace > obs and x.start < t + gap and t < x.end]
+        if any(x.end + grace <= obs for x in live):
+            closed += [x for x in live if x.end + grace <= obs]
+            live = [x for x in live if x.end + grace > obs]
+        hit = [x for x in live if x.start < t + gap and t < x.end]
         start = min([t, *(x.start for x in hit)])
         end = max([t + gap, *(x.end for x in hit)])
         if end + grace <= obs:
@@ -83,8 +89,9 @@ def replay(times: list[int], observed: list[int], stored: list[tuple[int, int]],
         for x in hit:
             merged.rows += x.rows
             merged.stored += x.stored
-        sessions = [x for x in sessions if all(x is not h for h in hit)] + [merged]
-    return sessions, late
+        live = [x for x in live if all(x is not h for h in hit)] + [merged] if hit else \
+            [*live, merged]
+    return closed + live, late
 
 
 def _read_index(index: WriteBackCache, names: list[str], *, store: str,
@@ -145,7 +152,8 @@ class SessionAggregate(WindowOperator):
             late.append(lt)
         if not updated:
             return None, None
-        return pl.concat(updated), pl.concat(late, how="diagonal_relaxed")
+        return (pl.concat(updated, how="vertical_relaxed"),
+                pl.concat(late, how="diagonal_relaxed"))
 
     def _merge_partition(self, partition: int, rows: pl.DataFrame, ctx: ProcessingContext
                          ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -199,7 +207,8 @@ class SessionAggregate(WindowOperator):
             stored_ids[k].append(i)
             before[k].append((s, e))
         subset = rows.filter(pl.col(KEY).is_in(list(slow)))
-        for (key,), group in subset.group_by(KEY, maintain_order=True):
+        for (key,), group in subset.partition_by(KEY, maintain_order=True,
+                                                 as_dict=True).items():
             row_ids = group.get_column(_ROW).to_list()
             sessions, key_late = replay(group.get_column(TIMESTAMP).to_list(),
                                         group.get_column(_OBSERVED).to_list(),

@@ -156,7 +156,7 @@ class SlidingAggregate(WindowOperator):
             if u is not None:
                 updated.append(u)
             late.append(lt)
-        return (pl.concat(updated) if updated else None,
+        return (pl.concat(updated, how="vertical_relaxed") if updated else None,
                 pl.concat(late, how="diagonal_relaxed") if late else None)
 
     def _merge_partition(self, partition: int, rows: pl.DataFrame, ctx: ProcessingContext

@@ -26,7 +26,7 @@ import orjson
 import polars as pl
 
 from headwater.streams.aggregate import Agg, UdfStateError
-from headwater.streams.records import OFFSET, TIMESTAMP
+from headwater.streams.records import KEY, OFFSET, PARTITION, TIMESTAMP
 
 VAR_KINDS = frozenset({"count_distinct", "approx_count_distinct", "quantiles", "collect", "udf"})
 """The aggregate kinds kept as variable-length state."""
@@ -314,9 +314,9 @@ class _Collect(VarAccumulator):
     def column(self, values: list[bytes]) -> pl.Series:
         lists = [self._decode(v)[2] if v else [] for v in values]
         series = pl.Series(self.name, lists, strict=False)
-        if series.dtype == pl.List(pl.Null) or series.dtype == pl.Null:
-            series = series.cast(pl.List(pl.Float64))
-        return series
+        if series.dtype == pl.Null:
+            series = series.cast(pl.List(pl.Null))
+        return series  # all empty: List(Null), which concatenates with any list type
 
 
 class _Udf(VarAccumulator):
@@ -331,7 +331,8 @@ class _Udf(VarAccumulator):
         self.result: Callable[[Any], Any] = agg.param("result")
         columns = agg.param("columns")
         self.col = f"{name}.rows"
-        rows = pl.struct(*columns) if columns else pl.struct(pl.all().exclude("^__.*$"))
+        grouping = ["^__.*$", KEY, PARTITION, "window_start", "window_end"]  # same for every window
+        rows = pl.struct(*columns) if columns else pl.struct(pl.all().exclude(grouping))
         self.partials = [rows.sort_by([pl.col(TIMESTAMP), pl.col(OFFSET)]).alias(self.col)]
 
     def _dump(self, acc: Any) -> bytes:

@@ -114,13 +114,21 @@ class WindowOperator(TimerOperator):
 
     # --- a batch ----------------------------------------------------------------------------
 
+    def prepare(self, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
+        """Stamp each row with the stream time it arrives at (``_OBSERVED``), once per batch:
+        if the batch is retried row by row (an operator failure), each row keeps the stream
+        time it had in the batch, so which records are late never changes."""
+        return frame if _OBSERVED in frame.columns else _with_observed_time(frame, ctx)
+
     def apply(self, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
+        frame = self.prepare(frame, ctx)
+        rows = frame.filter(pl.col(KEY).is_not_null())
+        updated, late = self._merge_batch(rows, ctx)
+        # side effects last: a failed attempt (re-run row by row) dead-letters and stashes nothing
         keyless = frame.filter(pl.col(KEY).is_null())
         if keyless.height:
-            ctx.dead_letter(keyless, MissingKeyError("a window aggregate needs a key"), self.name)
-        rows = _with_observed_time(frame.filter(pl.col(KEY).is_not_null()), ctx)
-        updated, late = self._merge_batch(rows, ctx)
-        # stashed last: a failed attempt (re-run row by row) stashes nothing
+            ctx.dead_letter(keyless.drop(_OBSERVED), MissingKeyError(
+                "a window aggregate needs a key"), self.name)
         if late is not None and late.height:
             self.late_records += late.height
             self._late.append(late)
@@ -167,7 +175,7 @@ class WindowOperator(TimerOperator):
         if self._late:
             out["late"], self._late = pl.concat(self._late, how="diagonal_relaxed"), []
         if self._updates:
-            out["updates"], self._updates = pl.concat(self._updates), []
+            out["updates"], self._updates = pl.concat(self._updates, how="vertical_relaxed"), []
         return out
 
     def unrouted_side_output(self, name: str, rows: pl.DataFrame, ctx: ProcessingContext) -> None:
@@ -233,7 +241,8 @@ class WindowAggregate(WindowOperator):
         )
         updated = [self._merge_partition(int(p), group, ctx)
                    for (p,), group in partials.group_by(PARTITION, maintain_order=True)]
-        return (pl.concat(updated) if updated else None), self._late_rows(late, closes_at)
+        return (pl.concat(updated, how="vertical_relaxed") if updated else None,
+                self._late_rows(late, closes_at))
 
     def _merge_partition(self, partition: int, group: pl.DataFrame,
                          ctx: ProcessingContext) -> pl.DataFrame:

@@ -132,7 +132,8 @@ def hopping(size: str | int | timedelta, advance: str | int | timedelta, *,
 @dataclass(frozen=True)
 class SessionWindow:
     """Session windows (build with :func:`session`): per key, a record at ``t`` opens the window
-    ``[t, t + gap)``; windows that overlap merge (Flink's semantics), so a session is
+    ``[t, t + gap)``; windows that overlap merge (Flink's model; half-open, so records exactly
+    ``gap`` apart do not share a session), so a session is
     ``[first event time, last event time + gap)`` and a late record that bridges two sessions
     merges them into one."""
 
