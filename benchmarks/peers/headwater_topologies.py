@@ -15,9 +15,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from peer_env import FirstConsumed, PeerEnv  # noqa: E402
 
-from headwater.bench.workloads import W1_SCHEMA_STR, WINDOWED  # noqa: E402
+from headwater.bench.workloads import SESSIONS, W1_SCHEMA_STR, WINDOWED  # noqa: E402
 from headwater.streams import Topology, agg  # noqa: E402
-from headwater.streams.windows import Window, hopping, tumbling  # noqa: E402
+from headwater.streams.windows import Window, hopping, session, tumbling  # noqa: E402
 
 
 class _Probe:
@@ -94,3 +94,10 @@ def w3h() -> Topology:
     """Hopping windows of 5 minutes advancing by 1 minute, 5 s grace."""
     spec = WINDOWED["W3h"]
     return _windowed("bench-w3h", hopping(spec.size_ms, spec.advance_ms, grace=spec.grace_ms))
+
+
+def w3s() -> Topology:
+    """Session windows per userId, 2-minute gap, 5 s grace (``SESSIONS["W3s"]``); like W3, no
+    idle timeout, so sessions close with the data only."""
+    spec = SESSIONS["W3s"]
+    return _windowed("bench-w3s", session(spec.gap_ms, grace=spec.grace_ms))  # type: ignore[arg-type]

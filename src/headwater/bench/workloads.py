@@ -11,6 +11,8 @@ Input: ``order.created`` events (the catalog schema), keyed by ``userId``.
 - W3: per userId, tumbling 1-minute windows (5 s grace) in event time (the envelope's
   ``timestamp``): count, sum and mean of ``totalAmount``; final results only, JSON keyed by userId.
 - W3h: W3 over hopping windows, 5 minutes advancing by 1 minute.
+- W3s: W3 over session windows per userId, gap 2 minutes (:data:`SESSIONS`), 5 s grace; each
+  output record also holds ``window_end`` (last event time + gap), which is checked too.
 
 Windows close per input partition when its stream time (max event time read) passes end + grace;
 the expected windows are those the whole input closes (the input is in event-time order per
@@ -28,13 +30,14 @@ from typing import Any
 
 import orjson
 
-WORKLOADS = ("W0", "W1", "W2", "W3", "W3h")
+WORKLOADS = ("W0", "W1", "W2", "W3", "W3h", "W3s")
 WORKLOAD_TITLES = {
     "W0": "ceiling: batch consume + decode only",
     "W1": "stateless: decode -> validate -> map -> Avro to_topic",
     "W2": "stateful: count per key",
     "W3": "tumbling 1 min windows: count, sum, mean per key",
     "W3h": "hopping 5 min / 1 min windows: count, sum, mean per key",
+    "W3s": "session windows, 2 min gap: count, sum, mean per key",
 }
 
 
@@ -54,6 +57,25 @@ class WindowSpec:
 
 
 WINDOWED = {"W3": WindowSpec(60_000, 60_000), "W3h": WindowSpec(300_000, 60_000)}
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """A session workload's windows (milliseconds): per key, a record at ``t`` opens
+    ``[t, t + gap)`` and overlapping windows merge (headwater's rules, docs/windows.md)."""
+
+    gap_ms: int
+    grace_ms: int = 5_000
+
+
+#: W3s's gap: 2 minutes. On the bench input (generator seed 1, 10,000 users; measured on the
+#: first 200,000 events of ``kafka_io.order_events``) a user's inter-arrival times in event time
+#: have a median of 50 s (p10 7.5 s, p90 169 s, p99 339 s), so with a 2-minute gap ~81% of a
+#: user's orders continue the current session and a session holds ~4 orders on average (1 minute:
+#: ~2, too close to one order per session to exercise merging; 5 minutes: ~13, and ~98% of
+#: orders join, so sessions rarely end). Sessions then end throughout the run and many hold
+#: several records, which is what the benchmark is meant to exercise.
+SESSIONS = {"W3s": SessionSpec(120_000)}
 
 W1_SCHEMA: dict[str, Any] = {
     "type": "record", "name": "ValidOrder", "namespace": "io.headwater.bench",
@@ -117,6 +139,60 @@ class _Windows:
 
 
 @dataclass
+class _Sessions:
+    """The session windows of one workload, built record by record in partition order with
+    headwater's rules (docs/windows.md): a record at ``t`` first lets its partition's stream
+    time close the key's sessions with ``end + grace <= stream time``, then merges with every
+    open session of its key overlapping ``[t, t + gap)``; the merged session is late (its
+    records counted in ``late``, not aggregated) when ``end + grace <= stream time``."""
+
+    spec: SessionSpec
+    open: dict[str, list[list[Any]]] = field(default_factory=dict)  # key -> [[start, end, n, sum]]
+    closed: dict[tuple[str, int], tuple[int, float, float, int]] = field(default_factory=dict)
+    #: sessions still open when the input ends (what engines that flush at the end also emit)
+    still_open: dict[tuple[str, int], tuple[int, float, float, int]] = field(default_factory=dict)
+    stream_time: dict[int, int] = field(default_factory=dict)  # per partition
+    late: int = 0
+
+    def add(self, partition: int, key: str, t: int, amount: float) -> None:
+        observed = max(self.stream_time.get(partition, t), t)
+        self.stream_time[partition] = observed
+        gap, grace = self.spec.gap_ms, self.spec.grace_ms
+        sessions = self.open.setdefault(key, [])
+        keep: list[list[Any]] = []
+        for s in sessions:
+            if s[1] + grace <= observed:
+                self.closed[(key, s[0])] = (s[2], s[3], s[3] / s[2], s[1])
+            else:
+                keep.append(s)
+        merged = [t, t + gap, 1, amount]
+        rest: list[list[Any]] = []
+        for s in keep:
+            if s[0] < t + gap and s[1] > t:  # [s0, s1) overlaps [t, t + gap)
+                merged = [min(merged[0], s[0]), max(merged[1], s[1]), merged[2] + s[2], merged[3] + s[3]]
+            else:
+                rest.append(s)
+        if merged[1] + grace <= observed:
+            self.late += 1
+            rest = keep
+        else:
+            rest.append(merged)
+        if rest:
+            self.open[key] = rest
+        else:
+            del self.open[key]
+
+    def finish(self, partition_of_key: Mapping[str, int]) -> None:
+        """Split the sessions left open into those the final stream time of their key's
+        partition closes and those still open at the end of the input."""
+        for key, sessions in self.open.items():
+            time = self.stream_time[partition_of_key[key]]
+            for start, end, n, total in sessions:
+                into = self.closed if end + self.spec.grace_ms <= time else self.still_open
+                into[(key, start)] = (n, total, total / n, end)
+
+
+@dataclass
 class Expected:
     """Results computed by the harness from the input records themselves."""
 
@@ -126,6 +202,8 @@ class Expected:
     windows: dict[str, _Windows] = field(
         default_factory=lambda: {w: _Windows(spec) for w, spec in WINDOWED.items()})
     partition_of_key: dict[str, int] = field(default_factory=dict)
+    sessions: dict[str, _Sessions] = field(
+        default_factory=lambda: {w: _Sessions(spec) for w, spec in SESSIONS.items()})
 
     def add(self, key: str, event: Mapping[str, Any], partition: int = 0) -> None:
         """Account for one input record (records of a partition in offset order)."""
@@ -139,11 +217,15 @@ class Expected:
         amount = float(event["data"]["payload"]["totalAmount"])
         for windows in self.windows.values():
             windows.add(partition, key, t, amount)
+        for sessions in self.sessions.values():
+            sessions.add(partition, key, t, amount)
 
     def finish(self) -> None:
         """After the last record: close the windows the input's stream time closes."""
         for windows in self.windows.values():
             windows.finish(self.partition_of_key)
+        for sessions in self.sessions.values():
+            sessions.finish(self.partition_of_key)
 
 
 def event_time_ms(value: Any) -> int:
@@ -197,3 +279,63 @@ def check(workload: str, view: Mapping[Any, Any], expected: Expected) -> tuple[b
     missing = len(set(want) - set(view))
     extra = len(set(view) - set(want))
     return False, f"{len(view)} keys vs {len(want)} expected: {missing} missing, {extra} extra, {differ} differ"
+
+
+@dataclass
+class SessionView:
+    """A session workload's output: (key, window_start) -> (count, sum, mean, window_end), and
+    how many input records the engine reported late (records whose JSON value holds
+    ``"late": true``; the Bytewax peer writes one per record its window operator put on its
+    late stream)."""
+
+    sessions: dict[tuple[str, int], tuple[int, float, float, int]] = field(default_factory=dict)
+    late: int = 0
+
+
+def session_view(records: Iterable[tuple[bytes | None, bytes | None]]) -> SessionView:
+    """Session output (key, JSON value ``{window_start, window_end, count, total, avg}``, all
+    engines in headwater's convention: ``window_end`` = last event time + gap) as a
+    :class:`SessionView`."""
+    view = SessionView()
+    for key, value in records:
+        if key is None or value is None:
+            continue
+        v = orjson.loads(value)
+        if v.get("late"):
+            view.late += 1
+            continue
+        view.sessions[(key.decode(), int(v["window_start"]))] = (
+            int(v["count"]), float(v["total"]), float(v["avg"]), int(v["window_end"]))
+    return view
+
+
+def _same_session(got: tuple, want: tuple) -> bool:
+    return got[0] == want[0] and got[3] == want[3] and all(
+        math.isclose(g, w, rel_tol=1e-9, abs_tol=1e-6) for g, w in zip(got[1:3], want[1:3]))
+
+
+def check_sessions(workload: str, view: SessionView, expected: Expected) -> tuple[bool, str]:
+    """Whether a session output equals the sessions the input closes (count and window end
+    exact, sum and mean to 1e-9), optionally plus *every* session still open at the end of the
+    input with its values so far (an engine that closes all sessions when its input ends:
+    Bytewax); a short note when it agrees that way, a reason when it does not. Records the
+    engine reported late fail the check (none is late on this input)."""
+    sessions = expected.sessions[workload]
+    closed, still_open = sessions.closed, sessions.still_open
+    got = view.sessions
+    extra_keys = set(got) - set(closed)
+    with_open = bool(extra_keys) and extra_keys <= set(still_open)
+    want = {**closed, **still_open} if with_open else closed
+    differ = sum(1 for k in set(want) & set(got) if not _same_session(got[k], want[k]))
+    if set(got) == set(want) and not differ and not view.late:
+        note = (f"{len(closed):,} closed sessions plus all {len(still_open):,} still open at the "
+                "end of the input (emitted when the input ended)") if with_open else ""
+        return True, note
+    missing = len(set(want) - set(got))
+    extra = len(set(got) - set(want))
+    reason = (f"{len(got)} sessions vs {len(want)} expected"
+              f"{' (closed + open at end)' if with_open else ''}: {missing} missing, {extra} extra, "
+              f"{differ} differ")
+    if view.late:
+        reason += f"; the engine reported {view.late:,} input records late (not aggregated)"
+    return False, reason
