@@ -53,6 +53,10 @@ input Pathway also emits the windows that no later event time closed (the delay 
 holds when the input ends), so for Pathway W3 is checked against every window
 of the input (closed or still open at its end), see ``Expected.windows[...].all_windows``.
 
+Persistence: none by default (Pathway's state and input offsets are not saved; headwater writes
+a changelog and commits offsets). ``BENCH_PATHWAY_PERSISTENCE=1`` runs with Pathway's filesystem
+persistence under ``BENCH_STATE_DIR``, snapshots every commit interval.
+
 First record: ``first_consumed`` is printed by a ``pw.io.subscribe`` callback on a global count
 of the input, i.e. when the first minibatch has gone through the graph: up to one minibatch
 (0.5 s) after the first record was read, which favours Pathway by at most that much. The runner
@@ -146,8 +150,13 @@ def build(workload: str, env: PeerEnv) -> None:
 def main(workload: str) -> None:
     env = PeerEnv.load()
     build(workload, env)
+    persistence = None
+    if os.environ.get("BENCH_PATHWAY_PERSISTENCE") == "1":  # opt-in: state + offsets on disk
+        persistence = pw.persistence.Config(
+            pw.persistence.Backend.filesystem(os.path.join(env.state_dir, "pathway")),
+            snapshot_interval_ms=int(env.commit_interval_s * 1000))
     _emit("run_start")
-    pw.run(monitoring_level=pw.MonitoringLevel.NONE)
+    pw.run(monitoring_level=pw.MonitoringLevel.NONE, persistence_config=persistence)
     _emit("done")
 
 
