@@ -88,6 +88,11 @@ def _run(args: argparse.Namespace) -> int:
         engines, skipped = available_engines([e.strip() for e in args.engines.split(",") if e.strip()],
                                              args.input_format)
         report.skipped.update(skipped)
+        for engine, why in skipped.items():
+            print(f"headwater bench: not running {engine}: {why}", file=sys.stderr)
+        if not engines:
+            print("headwater bench: none of the requested engines can run here", file=sys.stderr)
+            return 2
         overrides["engines"] = engines
         cfg = EngineSuiteConfig.quick(**overrides) if args.quick else EngineSuiteConfig(**overrides)
         suite = EngineSuite(cfg, kafka, settings.schema_registry_url, logs, progress)
