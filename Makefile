@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HEADWATER := $(BIN)/headwater
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit setup jars stack-up stack-down bench clean
+.PHONY: demo test test-unit setup jars stack-up stack-down bench clean pathway-venv
 
 ## demo: set everything up (venv, deps, jars, stack) and run the main job
 demo: setup
@@ -33,6 +33,17 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(BIN)/pip install --quiet -r requirements/dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+## pathway-venv: Pathway, an opt-in benchmark peer, in its own venv (.venv-pathway): its
+## dependencies conflict with ours (pyarrow<26); `headwater bench engine --engines ...,pathway` uses it
+PATHWAY_VENV := .venv-pathway
+pathway-venv: $(PATHWAY_VENV)/.installed
+
+$(PATHWAY_VENV)/.installed: requirements/pathway.lock
+	test -x $(PATHWAY_VENV)/bin/python || $(PYTHON) -m venv $(PATHWAY_VENV)
+	$(PATHWAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PATHWAY_VENV)/bin/pip install --quiet -r requirements/pathway.lock
+	touch $@
 
 stack-up: setup
 	$(HEADWATER) stack up

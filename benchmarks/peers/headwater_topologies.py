@@ -44,13 +44,13 @@ def _source(name: str) -> tuple[Topology, PeerEnv, object]:
     return topology, env, orders
 
 
-def w1() -> Topology:
-    """Validate (totalAmount > 0, items non-empty), derive itemCount/totalCents, Avro out."""
-    topology, env, orders = _source("bench-w1")
+def _w1(name: str, avro: bool) -> Topology:
+    """Validate (totalAmount > 0, items non-empty), derive itemCount/totalCents; Avro or JSON out."""
+    topology, env, orders = _source(name)
     payload = pl.col("data").struct.field("payload")
     amount = payload.struct.field("totalAmount")
     items = payload.struct.field("items").list.len()
-    orders.filter((amount > 0) & (items > 0), name="validate").select(
+    derived = orders.filter((amount > 0) & (items > 0), name="validate").select(
         eventId=pl.col("eventId").cast(pl.String),
         userId=pl.col("userId"),
         orderId=payload.struct.field("orderId"),
@@ -58,8 +58,22 @@ def w1() -> Topology:
         itemCount=items.cast(pl.Int32),
         totalCents=(amount * 100 + 0.5).floor().cast(pl.Int64),
         name="derive",
-    ).to_topic(env.output, value_format="avro", schema=W1_SCHEMA_STR)
+    )
+    if avro:
+        derived.to_topic(env.output, value_format="avro", schema=W1_SCHEMA_STR)
+    else:
+        derived.to_topic(env.output)
     return topology
+
+
+def w1() -> Topology:
+    """W1: Avro out (schema ``W1_SCHEMA``)."""
+    return _w1("bench-w1", avro=True)
+
+
+def w1j() -> Topology:
+    """W1j: W1 with JSON out."""
+    return _w1("bench-w1j", avro=False)
 
 
 def w2() -> Topology:

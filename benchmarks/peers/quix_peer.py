@@ -1,4 +1,4 @@
-"""Quix Streams peer: ``python benchmarks/peers/quix_peer.py W1|W2|W3|W3h``.
+"""Quix Streams peer: ``python benchmarks/peers/quix_peer.py W1|W1j|W2|W3|W3h``.
 
 Idiomatic Quix: its own Avro (de)serializers backed by the Schema Registry
 (``SchemaRegistryClientConfig``), a StreamingDataFrame with ``filter``/``apply``, and for W2 its
@@ -64,6 +64,9 @@ def main(workload: str) -> None:
         sink = app.topic(env.output, key_serializer="str", value_serializer=AvroSerializer(
             W1_SCHEMA, schema_registry_client_config=registry,
             schema_registry_serialization_config=SchemaRegistrySerializationConfig(auto_register_schemas=True)))
+        sdf = sdf.filter(order_is_valid).apply(derive_order)
+    elif workload == "W1j":  # W1 with JSON out
+        sink = app.topic(env.output, key_serializer="str", value_serializer="json")
         sdf = sdf.filter(order_is_valid).apply(derive_order)
     elif workload == "W2":
         sink = app.topic(env.output, key_serializer="str", value_serializer="json")

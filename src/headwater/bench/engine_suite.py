@@ -13,6 +13,7 @@ feed a fresh input topic at ``latency_fraction`` of the engine's measured throug
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -36,19 +37,31 @@ from headwater.bench.report import ResultRow
 
 ROOT = Path(__file__).resolve().parents[3]
 PEERS = ROOT / "benchmarks" / "peers"
-ENGINES = ("headwater", "quixstreams", "faust", "bytewax")
+ENGINES = ("headwater", "quixstreams", "faust", "bytewax", "pathway")
 #: Peer scripts (benchmarks/peers/) and the Python package each needs.
 PEER_SCRIPTS = {"confluent-kafka": "ceiling_w0.py", "quixstreams": "quix_peer.py",
-                "faust": "faust_peer.py", "bytewax": "bytewax_peer.py"}
-PEER_MODULES = {"quixstreams": "quixstreams", "faust": "faust", "bytewax": "bytewax"}
+                "faust": "faust_peer.py", "bytewax": "bytewax_peer.py", "pathway": "pathway_peer.py"}
+PEER_MODULES = {"quixstreams": "quixstreams", "faust": "faust", "bytewax": "bytewax",
+                "pathway": "pathway"}
 #: The workloads each peer implements (headwater: all). W3s (session windows): Bytewax only;
-#: Quix Streams 3.28 and Faust have no session windows.
-PEER_WORKLOADS = {"quixstreams": {"W1", "W2", "W3", "W3h"}, "faust": {"W1", "W2"},
-                  "bytewax": {"W1", "W2", "W3s"}}
+#: Quix Streams' session windows have other rules (see docs/benchmarks.md) and Faust has none.
+PEER_WORKLOADS = {"quixstreams": {"W1", "W1j", "W2", "W3", "W3h"}, "faust": {"W1", "W2"},
+                  "bytewax": {"W1", "W2", "W3s"}, "pathway": {"W1j", "W2", "W3"}}
+#: Peers that read only some input formats (Pathway reads Kafka as JSON, raw or plaintext).
+PEER_INPUT_FORMATS = {"pathway": {"json"}}
+#: Peers whose dependencies conflict with the project's: each runs under its own interpreter,
+#: from the venv ``make <engine>-venv`` builds (``.venv-<engine>``), or the one named by
+#: ``HEADWATER_<ENGINE>_PYTHON``.
+OWN_VENV = frozenset({"pathway"})
+#: Engines without latency runs (Pathway's runner reads its input in static mode, to its end).
+NO_LATENCY = frozenset({"pathway"})
+#: Engines whose output is an update stream (``diff`` +1/-1 per row): checked on its final state.
+UPDATE_STREAM = frozenset({"pathway"})
 #: Engines whose Kafka source commits no consumer-group offsets: the harness cannot watch the
 #: group, so the runner stops at the input's end offsets and prints ``{"event": "done"}`` after
-#: flushing its output (``BENCH_STOP_AT_END=1``); that instant ends the timed window.
-SELF_REPORTED_END = frozenset({"bytewax"})
+#: flushing its output (``BENCH_STOP_AT_END=1``); that instant ends the timed window. Pathway's
+#: commits are librdkafka's auto-commit of consumed (not processed) positions: not an end.
+SELF_REPORTED_END = frozenset({"bytewax", "pathway"})
 #: Bytewax's snapshot (epoch) interval; its CLI takes whole seconds, so 1 s, not the 0.5 s commit
 #: interval of the others.
 BYTEWAX_SNAPSHOT_S = 1
@@ -61,7 +74,7 @@ class EngineSuiteConfig:
     events: int = 1_000_000
     workers: list[int] = field(default_factory=lambda: [1, 2])
     engines: list[str] = field(default_factory=lambda: ["headwater", "quixstreams"])
-    workloads: list[str] = field(default_factory=lambda: list(workloads.WORKLOADS))
+    workloads: list[str] = field(default_factory=lambda: list(workloads.DEFAULT_WORKLOADS))
     exactly_once: bool = True
     partitions: int = 4
     input_format: str = "avro"
@@ -104,7 +117,8 @@ def plan(cfg: EngineSuiteConfig) -> list[RunSpec]:
     runs: list[RunSpec] = []
     for workload in cfg.workloads:
         engines = ["confluent-kafka"] if workload == "W0" else [
-            e for e in cfg.engines if workload in PEER_WORKLOADS.get(e, workloads.WORKLOADS)]
+            e for e in cfg.engines if workload in PEER_WORKLOADS.get(e, workloads.WORKLOADS)
+            and cfg.input_format in PEER_INPUT_FORMATS.get(e, {cfg.input_format})]
         for engine in engines:
             for workers in cfg.workers:
                 runs.append(RunSpec(workload, engine, workers))
@@ -113,20 +127,56 @@ def plan(cfg: EngineSuiteConfig) -> list[RunSpec]:
     return runs
 
 
-def available_engines(requested: list[str]) -> tuple[list[str], dict[str, str]]:
+def peer_python(engine: str) -> Path:
+    """The interpreter a peer runs under: the project's own, or for :data:`OWN_VENV` peers
+    ``HEADWATER_<ENGINE>_PYTHON`` or ``.venv-<engine>/bin/python`` at the repository root."""
+    if engine not in OWN_VENV:
+        return Path(sys.executable)
+    named = os.environ.get(f"HEADWATER_{engine.upper()}_PYTHON")
+    return Path(named) if named else ROOT / f".venv-{engine}" / "bin" / "python"
+
+
+def available_engines(requested: list[str], input_format: str = "avro") -> tuple[list[str], dict[str, str]]:
     """The requested engines that can run here, and why the others cannot."""
     ok, skipped = [], {}
     for engine in requested:
         module = PEER_MODULES.get(engine)
+        formats = PEER_INPUT_FORMATS.get(engine, {input_format})
         if engine not in ENGINES:
             skipped[engine] = "unknown engine"
         elif engine in PEER_SCRIPTS and not (PEERS / PEER_SCRIPTS[engine]).exists():
             skipped[engine] = "no peer implementation in benchmarks/peers"
+        elif input_format not in formats:
+            skipped[engine] = (f"reads {'/'.join(sorted(formats))} input only "
+                               f"(run with --input-format {min(formats)})")
+        elif engine in OWN_VENV:
+            why = _own_venv_problem(engine, module or engine)
+            if why:
+                skipped[engine] = why
+            else:
+                ok.append(engine)
         elif module and find_spec(module) is None:
             skipped[engine] = f"python package {module!r} is not installed"
         else:
             ok.append(engine)
     return ok, skipped
+
+
+def _own_venv_problem(engine: str, module: str) -> str | None:
+    """Why ``engine``'s own interpreter cannot run it (None when it can import ``module``)."""
+    python = peer_python(engine)
+    hint = f"make {engine}-venv, or set HEADWATER_{engine.upper()}_PYTHON"
+    if not python.exists():
+        return f"its venv is missing: no {python} ({hint})"
+    try:
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True,
+                               text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} did not run: {exc}"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"{python} cannot import {module!r}: {last} ({hint})"
+    return None
 
 
 class EngineSuite:
@@ -189,7 +239,7 @@ class EngineSuite:
         if self.cfg.latency:
             for row in list(rows):
                 if row.workload in ("W1", "W2") and row.workers == 1 and row.guarantee == "at-least-once" \
-                        and row.events_per_s:
+                        and row.events_per_s and row.engine not in NO_LATENCY:
                     self.latency(row)
                     if on_row:
                         on_row(row)
@@ -232,7 +282,7 @@ class EngineSuite:
         decoder = next((e["name"] for p in procs for e in p.events if e["event"] == "decoder"), None)
         notes = [f"cpu incl. start-up {child_cpu:.1f} s"] + ([f"decoder: {decoder}"] if decoder else [])
         if spec.workload != "W0":
-            row.agrees, why = self._check(spec.workload, output)
+            row.agrees, why = self._check(spec.workload, output, spec.engine)
             if why:
                 notes.append(why)
         row.notes = "; ".join(notes)
@@ -297,6 +347,16 @@ class EngineSuite:
                     "--batch-size", str(self.cfg.batch_size)]
             return [EngineProcess(argv, env, log, ROOT)]
         script = PEER_SCRIPTS[spec.engine]
+        if spec.engine == "pathway":
+            # one process; Pathway's workers are threads of it (PATHWAY_THREADS); static-mode
+            # source, so it always ends by itself (see pathway_peer.py)
+            window = workloads.WINDOWED.get(spec.workload)
+            extra = {"PATHWAY_THREADS": str(spec.workers), "PATHWAY_PROCESSES": "1"}
+            if window:
+                extra |= {"BENCH_WINDOW_SIZE_MS": str(window.size_ms),
+                          "BENCH_WINDOW_GRACE_MS": str(window.grace_ms)}
+            argv = [str(peer_python("pathway")), str(PEERS / script), spec.workload]
+            return [EngineProcess(argv, {**env, **extra}, log, ROOT)]
         if spec.engine == "bytewax":
             # one bytewax.run process per worker, forming one cluster (-i/-a); 1 worker: plain run
             # with its recovery store (SQLite snapshots of source offsets and state every
@@ -388,13 +448,17 @@ class EngineSuite:
             time.sleep(0.2)
         return False
 
-    def _check(self, workload: str, output: str) -> tuple[bool, str]:
+    def _check(self, workload: str, output: str, engine: str = "headwater") -> tuple[bool, str]:
         assert self.expected is not None
         if workload in workloads.SESSIONS:  # every engine's output in headwater's convention
             view = workloads.session_view(kafka_io.read_topic(self.kafka, output))
             return workloads.check_sessions(workload, view, self.expected)
         records = kafka_io.read_topic(self.kafka, output)
-        if workload == "W1":
+        if engine in UPDATE_STREAM:
+            records = workloads.final_state(records)
+        if workload == "W1j":
+            view = workloads.w1_json_view(records)
+        elif workload == "W1":
             import io
 
             view = workloads.w1_view(fastavro.schemaless_reader(io.BytesIO(v[5:]), self.w1_reader, None)
@@ -403,7 +467,8 @@ class EngineSuite:
             view = workloads.window_view(records)
         else:
             view = workloads.w2_view(records)
-        return workloads.check(workload, view, self.expected)
+        # Pathway's static-mode runs close every window when the input ends (pathway_peer.py)
+        return workloads.check(workload, view, self.expected, windows_at_end=engine == "pathway")
 
     def config_json(self) -> dict[str, Any]:
         """The configuration as recorded in the result file."""

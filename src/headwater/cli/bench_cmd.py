@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke, ~2 minutes)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="result JSON path")
     parser.add_argument("--engines", default="headwater,quixstreams",
-                        help="engine suite: comma-separated (headwater, quixstreams, faust)")
+                        help="engine suite: comma-separated (headwater, quixstreams, faust, bytewax, pathway)")
     parser.add_argument("--workers", default=None, help="engine suite: e.g. 1,2 (default 1,2; quick: 1)")
-    parser.add_argument("--workloads", default=None, help="engine suite: e.g. W0,W1,W2,W3,W3h (default all)")
+    parser.add_argument("--workloads", default=None, help="engine suite: e.g. W0,W1,W2,W3,W3h (the default), or W1j (W1 with JSON output)")
     parser.add_argument("--events", type=int, help="engine suite: input events (default 300000)")
     parser.add_argument("--input-format", choices=["avro", "json"], default="avro",
                         help="engine suite: input value format (default avro)")
@@ -85,8 +85,14 @@ def _run(args: argparse.Namespace) -> int:
             overrides["latency"] = False
         if args.latency_fraction:
             overrides["latency_fraction"] = args.latency_fraction
-        engines, skipped = available_engines([e.strip() for e in args.engines.split(",") if e.strip()])
+        engines, skipped = available_engines([e.strip() for e in args.engines.split(",") if e.strip()],
+                                             args.input_format)
         report.skipped.update(skipped)
+        for engine, why in skipped.items():
+            print(f"headwater bench: not running {engine}: {why}", file=sys.stderr)
+        if not engines:
+            print("headwater bench: none of the requested engines can run here", file=sys.stderr)
+            return 2
         overrides["engines"] = engines
         cfg = EngineSuiteConfig.quick(**overrides) if args.quick else EngineSuiteConfig(**overrides)
         suite = EngineSuite(cfg, kafka, settings.schema_registry_url, logs, progress)
