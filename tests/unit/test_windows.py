@@ -51,6 +51,8 @@ def windowed(window: Window, emit: str = "final") -> Topology:
         lo=agg.min("x"), hi=agg.max("x"))
     result.to_topic("out")
     result.late.with_columns(pl.col("_timestamp").alias("ts")).to_topic("late")
+    if emit == "both":
+        result.updates.to_topic("updates")
     return topology
 
 
@@ -274,7 +276,7 @@ records = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 20
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(window=windows, batches=st.lists(records, min_size=1, max_size=4),
-       emit=st.sampled_from(["final", "update"]))
+       emit=st.sampled_from(["final", "update", "both"]))
 def test_results_and_late_records_equal_a_brute_force_oracle(window, batches, emit) -> None:
     driver = InProcessTestDriver(windowed(window, emit), partitions=1)
     for batch in batches:
@@ -284,16 +286,23 @@ def test_results_and_late_records_equal_a_brute_force_oracle(window, batches, em
     flush = stream_time + window.size_ms + window.grace_ms + 1_000
     driver.pipe("in", [{"x": None}], keys=["~flush"], timestamps_ms=[flush])
 
-    emitted = [(r.key.decode(), orjson.loads(r.value)) for r in driver.read("out")]
-    results = defaultdict(list)
-    for key, row in emitted:
-        if key != "~flush":
-            results[(key, row["window_start"], row["window_end"])].append(
-                approx((row["n"], row["total"], row["avg"], row["lo"], row["hi"])))
+    def results(topic: str) -> dict:
+        out = defaultdict(list)
+        for r in driver.read(topic):
+            row = orjson.loads(r.value)
+            if r.key != b"~flush":
+                out[(r.key.decode(), row["window_start"], row["window_end"])].append(
+                    approx((row["n"], row["total"], row["avg"], row["lo"], row["hi"])))
+        return out
+
     expected = {w: approx(summary(xs)) for w, xs in state.items()}
-    assert {w: rows[-1] for w, rows in results.items()} == expected
-    if emit == "final":
-        assert all(len(rows) == 1 for rows in results.values())  # each window exactly once
+    final = results("out")
+    assert {w: rows[-1] for w, rows in final.items()} == expected
+    if emit != "update":
+        assert all(len(rows) == 1 for rows in final.values())  # each window exactly once
+    if emit == "both":
+        updates = results("updates")
+        assert {w: rows[-1] for w, rows in updates.items()} == expected
     got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
                                          ("ts", "window_start", "window_end")))
                       for r in driver.read("late"))
