@@ -11,7 +11,8 @@ that window), else the merged session replaces the ones it absorbed. A record th
 a closed session therefore opens a new one (the closed session's result was final).
 
 **Vectorized, with an exact slow path.** When every record of a key in a batch has
-``t >= obs - grace`` (the common case), no record of that key can meet a closed session or be
+``t >= obs - grace`` (the common case), or an older one provably cannot (see
+:meth:`SessionAggregate._slow_keys`), no record of that key can meet a closed session or be
 late, and the sequential rules above equal the union of overlapping intervals: one sort and one
 running maximum over the batch's records and the key's stored sessions (Polars). Keys with an
 older record are replayed record by record in Python (their outcome then depends on order).
@@ -162,8 +163,7 @@ class SessionAggregate(WindowOperator):
         names = rows.get_column(KEY).unique(maintain_order=True).to_list()
         stored = _read_index(ctx.state(self.index_store, partition), names,
                              store=self.index_store, partition=partition).with_row_index(_STORED)
-        slow = set(rows.filter(pl.col(TIMESTAMP) < pl.col(_OBSERVED) - grace)
-                   .get_column(KEY).unique().to_list())
+        slow = self._slow_keys(rows, stored)
         rec_sid, sto_sid = self._union(rows, stored, slow)
         late_at: list[tuple[int, int, int]] = []
         if slow:
@@ -172,6 +172,26 @@ class SessionAggregate(WindowOperator):
             rec_sid, sto_sid = pl.concat([rec_sid, rec_slow]), pl.concat([sto_sid, sto_slow])
         return (self._write(partition, rows, stored, rec_sid, sto_sid, ctx),
                 self._late_of(rows, late_at))
+
+    def _slow_keys(self, rows: pl.DataFrame, stored: pl.DataFrame) -> set[str]:
+        """Keys whose outcome may depend on record order. A record older than ``stream time -
+        grace`` is still safe when its own window is not late and no session of its key could
+        have closed between its time and ``stream time - grace`` (no candidate session end, a
+        stored end or any batch record's ``t + gap``, lies in that span): then it can neither
+        be late nor meet a closed session."""
+        gap, grace = self.window.gap_ms, self.window.grace_ms
+        older = rows.filter(pl.col(TIMESTAMP) < pl.col(_OBSERVED) - grace)
+        if not older.height:
+            return set()
+        ends = pl.concat([stored.select(KEY, pl.col(WINDOW_END).alias("__end")),
+                          rows.select(KEY, (pl.col(TIMESTAMP) + gap).alias("__end"))])
+        nearest = older.select(KEY, TIMESTAMP, _OBSERVED).sort(TIMESTAMP).join_asof(
+            ends.sort("__end"), left_on=TIMESTAMP, right_on="__end", by=KEY,
+            strategy="forward", allow_exact_matches=False,  # the first end after t
+            check_sortedness=False)  # sorted globally, so within each key too
+        unsafe = nearest.filter((pl.col(TIMESTAMP) + gap + grace <= pl.col(_OBSERVED))
+                                | (pl.col("__end") <= pl.col(_OBSERVED) - grace))
+        return set(unsafe.get_column(KEY).unique().to_list())
 
     def _union(self, rows: pl.DataFrame, stored: pl.DataFrame, slow: set[str]
                ) -> tuple[pl.DataFrame, pl.DataFrame]:
