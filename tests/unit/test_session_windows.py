@@ -4,7 +4,6 @@ oracle."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import orjson
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from headwater.streams import InProcessTestDriver, Topology, agg
 from headwater.streams.windows import SessionWindow, WindowDefinitionError, session
+from tests.unit.window_support import approx, emitted, summary
 
 
 def sessions(window: SessionWindow, emit: str = "final") -> Topology:
@@ -125,15 +125,6 @@ def oracle(window: SessionWindow, batches: list[list[tuple[str, int, float | Non
     return state, late, stream_time
 
 
-def summary(xs: list[float | None]) -> tuple:
-    vals = [x for x in xs if x is not None]
-    return (len(xs), float(sum(vals)), (sum(vals) / len(vals)) if vals else None,
-            min(vals) if vals else None, max(vals) if vals else None)
-
-
-def approx(row: tuple) -> tuple:
-    return tuple(round(v, 6) if isinstance(v, float) and not math.isnan(v) else v for v in row)
-
 
 records = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 300),
                              st.one_of(st.none(), st.integers(-5, 5).map(float))),
@@ -154,22 +145,13 @@ def test_sessions_and_late_records_equal_a_brute_force_oracle(gap, grace, batche
     driver.pipe("in", [{"x": None}], keys=["~flush"],
                 timestamps_ms=[stream_time + gap + grace + 1_000])
 
-    def results(topic: str) -> dict:
-        out = defaultdict(list)
-        for r in driver.read(topic):
-            row = orjson.loads(r.value)
-            if r.key != b"~flush":
-                out[(r.key.decode(), row["window_start"], row["window_end"])].append(
-                    approx((row["n"], row["total"], row["avg"], row["lo"], row["hi"])))
-        return out
-
     expected = {w: approx(summary(xs)) for w, xs in state.items()}
     if emit in ("final", "both"):
-        final = results("out")
+        final = emitted(driver, "out")
         assert {w: rows[-1] for w, rows in final.items()} == expected
         assert all(len(rows) == 1 for rows in final.values())  # each session exactly once
     if emit in ("update", "both"):
-        updates = results("updates" if emit == "both" else "out")
+        updates = emitted(driver, "updates" if emit == "both" else "out")
         assert {w: updates[w][-1] for w in expected} == expected  # the last update is final
     got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
                                          ("ts", "window_start", "window_end")))

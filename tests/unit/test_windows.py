@@ -3,7 +3,6 @@ crashes; and a property test against a brute-force oracle."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import orjson
@@ -17,6 +16,7 @@ from headwater.streams.task import TaskId
 from headwater.streams.windows import (
     Window, WindowDefinitionError, hopping, parse_duration, tumbling,
 )
+from tests.unit.window_support import approx, emitted, summary
 
 
 def test_durations_read_like_people_write_them() -> None:
@@ -254,15 +254,6 @@ def oracle(window: Window, batches: list[list[tuple[str, int, float | None]]]):
     return state, late, stream_time
 
 
-def summary(xs: list[float | None]) -> tuple:
-    vals = [x for x in xs if x is not None]
-    return (len(xs), float(sum(vals)), (sum(vals) / len(vals)) if vals else None,
-            min(vals) if vals else None, max(vals) if vals else None)
-
-
-def approx(row: tuple) -> tuple:
-    return tuple(round(v, 6) if isinstance(v, float) and not math.isnan(v) else v for v in row)
-
 
 windows = st.one_of(
     st.builds(lambda s, g: tumbling(s, grace=g), st.integers(5, 40), st.integers(0, 20)),
@@ -286,22 +277,13 @@ def test_results_and_late_records_equal_a_brute_force_oracle(window, batches, em
     flush = stream_time + window.size_ms + window.grace_ms + 1_000
     driver.pipe("in", [{"x": None}], keys=["~flush"], timestamps_ms=[flush])
 
-    def results(topic: str) -> dict:
-        out = defaultdict(list)
-        for r in driver.read(topic):
-            row = orjson.loads(r.value)
-            if r.key != b"~flush":
-                out[(r.key.decode(), row["window_start"], row["window_end"])].append(
-                    approx((row["n"], row["total"], row["avg"], row["lo"], row["hi"])))
-        return out
-
     expected = {w: approx(summary(xs)) for w, xs in state.items()}
-    final = results("out")
+    final = emitted(driver, "out")
     assert {w: rows[-1] for w, rows in final.items()} == expected
     if emit != "update":
         assert all(len(rows) == 1 for rows in final.values())  # each window exactly once
     if emit == "both":
-        updates = results("updates")
+        updates = emitted(driver, "updates")
         assert {w: rows[-1] for w, rows in updates.items()} == expected
     got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
                                          ("ts", "window_start", "window_end")))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
@@ -40,7 +40,6 @@ from headwater.streams.task import TaskId
 from headwater.streams.window_aggregate import (
     _OBSERVED,
     WindowOperator,
-    _times_of,
     window_keys,
 )
 from headwater.streams.windows import WINDOW_END, WINDOW_START, SessionWindow
@@ -48,7 +47,6 @@ from headwater.streams.windows import WINDOW_END, WINDOW_START, SessionWindow
 if TYPE_CHECKING:
     from headwater.state.cache import WriteBackCache
 
-INDEX_SUFFIX = "-sessions"
 _INDEX = ValueFormat(SESSION_INDEX_V1_ID, description="session index v1")
 _ROW, _SID, _STORED = "__row", "__sid", "__stored"
 
@@ -135,26 +133,7 @@ class SessionAggregate(WindowOperator):
     :class:`~headwater.streams.window_aggregate.WindowOperator`)."""
 
     window: SessionWindow
-
-    @property
-    def index_store(self) -> str:
-        """The store of each key's open sessions."""
-        return self.store + INDEX_SUFFIX
-
-    def store_names(self) -> list[str]:
-        return [self.store, self.index_store]
-
-    def _merge_batch(self, rows: pl.DataFrame, ctx: ProcessingContext
-                     ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-        updated, late = [], []
-        for (p,), part in rows.group_by(PARTITION, maintain_order=True):
-            u, lt = self._merge_partition(int(p), part, ctx)
-            updated.append(u)
-            late.append(lt)
-        if not updated:
-            return None, None
-        return (pl.concat(updated, how="vertical_relaxed"),
-                pl.concat(late, how="diagonal_relaxed"))
+    index_suffix: ClassVar[str | None] = "-sessions"
 
     def _merge_partition(self, partition: int, rows: pl.DataFrame, ctx: ProcessingContext
                          ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -293,11 +272,10 @@ class SessionAggregate(WindowOperator):
         late = rows.join(windows, on=_ROW, maintain_order="left").drop(_ROW)
         return self._late_rows(late, pl.col(WINDOW_END) + self.window.grace_ms)
 
-    def _closed(self, ctx: ProcessingContext, task: TaskId, keys: list[bytes]) -> None:
+    def _closed(self, ctx: ProcessingContext, task: TaskId, keys: list[str],
+                starts: np.ndarray, ends: np.ndarray) -> None:
         """Drop the closed sessions from their keys' index entries."""
-        raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
-        closed = pl.DataFrame({KEY: [k[16:].decode() for k in keys],
-                               WINDOW_START: _times_of(raw[:, 1]), WINDOW_END: _times_of(raw[:, 0])})
+        closed = pl.DataFrame({KEY: keys, WINDOW_START: starts, WINDOW_END: ends})
         names = closed.get_column(KEY).unique().to_list()
         index = ctx.state(self.index_store, task.partition)
         sessions = _read_index(index, names, store=self.index_store, partition=task.partition)

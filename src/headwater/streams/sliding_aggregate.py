@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -66,7 +67,6 @@ from headwater.streams.window_aggregate import (
 )
 from headwater.streams.windows import WINDOW_END, WINDOW_START, SlidingWindow
 
-INDEX_SUFFIX = "-records"
 _INDEX = ValueFormat(SLIDING_INDEX_V1_ID, description="sliding index v1")
 _REC, _EXP = b"r", b"x"
 _ROW, _KID, _FIRST, _WID = "__row", "__kid", "__first", "__wid"
@@ -127,6 +127,7 @@ class SlidingAggregate(WindowOperator):
     :class:`~headwater.streams.window_aggregate.WindowOperator`)."""
 
     window: SlidingWindow
+    index_suffix: ClassVar[str | None] = "-records"
     _inputs: list[str] = field(init=False, repr=False)
     """The columns the aggregates read (what a (window, record) pair carries)."""
     _expired: weakref.WeakKeyDictionary = field(
@@ -139,25 +140,6 @@ class SlidingAggregate(WindowOperator):
         wild = any(e.meta.has_multiple_outputs() for e in self._acc.partials)
         self._inputs = [_ROW, OFFSET, *sorted(roots - {_ROW, OFFSET}), *(["*"] if wild else [])]
         # ("*" is never a column: then every column is carried)
-
-    @property
-    def index_store(self) -> str:
-        """The store of each key's retained record times."""
-        return self.store + INDEX_SUFFIX
-
-    def store_names(self) -> list[str]:
-        return [self.store, self.index_store]
-
-    def _merge_batch(self, rows: pl.DataFrame, ctx: ProcessingContext
-                     ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-        updated, late = [], []
-        for (p,), part in rows.group_by(PARTITION, maintain_order=True):
-            u, lt = self._merge_partition(int(p), part, ctx)
-            if u is not None:
-                updated.append(u)
-            late.append(lt)
-        return (pl.concat(updated, how="vertical_relaxed") if updated else None,
-                pl.concat(late, how="diagonal_relaxed") if late else None)
 
     def _merge_partition(self, partition: int, rows: pl.DataFrame, ctx: ProcessingContext
                          ) -> tuple[pl.DataFrame | None, pl.DataFrame]:

@@ -109,8 +109,17 @@ class WindowOperator(TimerOperator):
     def __post_init__(self) -> None:
         self._acc = Accumulators(self.aggs, self.window.describe())
 
+    index_suffix: ClassVar[str | None] = None
+    """Window types that keep a per-key index beside the windows name its store's suffix."""
+
+    @property
+    def index_store(self) -> str:
+        """The store of the per-key index (``<store><index_suffix>``)."""
+        assert self.index_suffix is not None
+        return self.store + self.index_suffix
+
     def store_names(self) -> list[str]:
-        return [self.store]
+        return [self.store] if self.index_suffix is None else [self.store, self.index_store]
 
     # --- a batch ----------------------------------------------------------------------------
 
@@ -146,7 +155,20 @@ class WindowOperator(TimerOperator):
                      ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
         """Merge ``rows`` (keyed, with the stream time each arrives at in ``_OBSERVED``) into
         state; return the updated windows (:meth:`_result_frame` rows, ``None`` if none) and
-        the late rows (see the class docstring)."""
+        the late rows (see the class docstring). By default one partition at a time
+        (:meth:`_merge_partition`)."""
+        updated, late = [], []
+        for (p,), part in rows.group_by(PARTITION, maintain_order=True):
+            u, lt = self._merge_partition(int(p), part, ctx)
+            if u is not None:
+                updated.append(u)
+            late.append(lt)
+        return (pl.concat(updated, how="vertical_relaxed") if updated else None,
+                pl.concat(late, how="diagonal_relaxed") if late else None)
+
+    def _merge_partition(self, partition: int, rows: pl.DataFrame, ctx: ProcessingContext
+                         ) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+        """:meth:`_merge_batch` for the rows of one partition."""
         raise NotImplementedError
 
     def _result_frame(self, group: pl.DataFrame, rows: AccRows) -> pl.DataFrame:
@@ -207,20 +229,23 @@ class WindowOperator(TimerOperator):
             return None
         keys = [k for k, _ in closed]
         cache.delete_many(keys)  # a tombstone each, unless never checkpointed
-        self._closed(ctx, task, keys)
+        raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
+        ends, starts = _times_of(raw[:, 0]), _times_of(raw[:, 1])
+        names = [k[16:].decode() for k in keys]
+        self._closed(ctx, task, names, starts, ends)
         if self.emit == "update":
             return None
         rows = self._acc.load([v for _, v in closed], store=self.store,
                               partition=task.partition, keys=keys)
-        raw = np.frombuffer(b"".join(k[:16] for k in keys), dtype=">u8").reshape(-1, 2)
-        ends, starts = _times_of(raw[:, 0]), _times_of(raw[:, 1])
         body = pl.DataFrame({WINDOW_START: starts, WINDOW_END: ends}).with_columns(
             self._acc.columns(rows))
-        return timer_rows(ctx, task, body, keys=[k[16:].decode() for k in keys],
+        return timer_rows(ctx, task, body, keys=names,
                           timestamp_ms=ends.tolist(), offset=self._acc.offsets(rows).tolist())
 
-    def _closed(self, ctx: ProcessingContext, task: TaskId, keys: list[bytes]) -> None:
-        """Hook: the window entries ``keys`` of ``task`` were just closed and deleted."""
+    def _closed(self, ctx: ProcessingContext, task: TaskId, keys: list[str],
+                starts: np.ndarray, ends: np.ndarray) -> None:
+        """Hook: the windows ``[starts[i], ends[i])`` of ``keys[i]`` (of ``task``) were just
+        closed and deleted."""
 
 
 @dataclass
