@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import orjson
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,19 +13,18 @@ from hypothesis import strategies as st
 
 from headwater.streams import InProcessTestDriver, Topology, agg
 from headwater.streams.windows import SessionWindow, WindowDefinitionError, session
-from tests.unit.window_support import approx, emitted, summary
+from tests.unit.window_support import (
+    approx,
+    emitted,
+    late_records,
+    oracle_topology,
+    pipe_batches,
+    summary,
+)
 
 
 def sessions(window: SessionWindow, emit: str = "final") -> Topology:
-    topology = Topology("sessions")
-    result = topology.source("in", value_format="json").window(window).aggregate(
-        "s", emit=emit, n=agg.count(), total=agg.sum("x"), avg=agg.mean("x"),
-        lo=agg.min("x"), hi=agg.max("x"))
-    result.to_topic("out")
-    result.late.with_columns(pl.col("_timestamp").alias("ts")).to_topic("late")
-    if emit == "both":
-        result.updates.to_topic("updates")
-    return topology
+    return oracle_topology("sessions", "s", window, emit)
 
 
 def bounds(rows: list[dict]) -> list[tuple[int, int, int]]:
@@ -138,9 +136,7 @@ records = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 30
 def test_sessions_and_late_records_equal_a_brute_force_oracle(gap, grace, batches, emit) -> None:
     window = session(gap, grace=grace)
     driver = InProcessTestDriver(sessions(window, emit), partitions=1)
-    for batch in batches:
-        driver.pipe("in", [{"x": x} for _, _, x in batch], keys=[k for k, _, _ in batch],
-                    timestamps_ms=[t for _, t, _ in batch])
+    pipe_batches(driver, batches)
     state, late, stream_time = oracle(window, batches)
     driver.pipe("in", [{"x": None}], keys=["~flush"],
                 timestamps_ms=[stream_time + gap + grace + 1_000])
@@ -153,10 +149,7 @@ def test_sessions_and_late_records_equal_a_brute_force_oracle(gap, grace, batche
     if emit in ("update", "both"):
         updates = emitted(driver, "updates" if emit == "both" else "out")
         assert {w: updates[w][-1] for w in expected} == expected  # the last update is final
-    got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
-                                         ("ts", "window_start", "window_end")))
-                      for r in driver.read("late"))
-    assert got_late == sorted(late)
+    assert late_records(driver) == sorted(late)
     assert len(driver.store("s")) == 1 and len(driver.store("s-sessions")) == 1  # "~flush"
 
 
@@ -176,16 +169,21 @@ def test_merging_sessions_merges_every_kind_of_aggregate() -> None:
         "approx": 2, "p50": 5.0, "seen": ["a", "a", "b"]}]
 
 
-def test_a_retried_batch_keeps_each_records_stream_time_and_dead_letters_once() -> None:
-    """A failing row makes the engine retry the batch row by row: the record at 0 stays late
-    (it arrived after the one at 100), and the keyless record is dead-lettered once."""
-    def boom(acc: int, rows: pl.DataFrame) -> int:
+def counting_that_fails_on_13() -> agg.Agg:
+    """A udf count whose accumulate raises on a record with ``x == 13`` (forces a retry)."""
+    def accumulate(acc: int, rows: pl.DataFrame) -> int:
         if (rows.get_column("x") == 13).any():
             raise ValueError("13")
         return acc + rows.height
+    return agg.udf(lambda: 0, accumulate, lambda a, b: a + b, lambda a: a, columns=["x"])
+
+
+def test_a_retried_batch_keeps_each_records_stream_time_and_dead_letters_once() -> None:
+    """A failing row makes the engine retry the batch row by row: the record at 0 stays late
+    (it arrived after the one at 100), and the keyless record is dead-lettered once."""
     topology = Topology("retry")
     result = topology.source("in", value_format="json").window(session(10)).aggregate(
-        "s", n=agg.udf(lambda: 0, boom, lambda a, b: a + b, lambda a: a, columns=["x"]))
+        "s", n=counting_that_fails_on_13())
     result.to_topic("out")
     result.late.select("x").to_topic("late")
     driver = InProcessTestDriver(topology, partitions=1)
@@ -199,14 +197,10 @@ def test_a_retried_batch_keeps_each_records_stream_time_and_dead_letters_once() 
 def test_update_rows_of_data_dependent_types_concatenate() -> None:
     """Retried row by row (the record with x=13 fails), the updates of a window that collected
     nothing (an empty list) and of one that collected strings are one output."""
-    def boom(acc: int, rows: pl.DataFrame) -> int:
-        if (rows.get_column("x") == 13).any():
-            raise ValueError("13")
-        return acc + rows.height
     topology = Topology("types")
     result = topology.source("in", value_format="json").window(session(10)).aggregate(
         "s", emit="both", seen=agg.collect("u"),
-        n=agg.udf(lambda: 0, boom, lambda a, b: a + b, lambda a: a, columns=["x"]))
+        n=counting_that_fails_on_13())
     result.to_topic("out")
     result.updates.to_topic("updates")
     driver = InProcessTestDriver(topology, partitions=1)

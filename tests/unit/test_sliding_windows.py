@@ -6,27 +6,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import orjson
-import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headwater.streams import InProcessTestDriver, Topology, TopologyError, agg
 from headwater.streams.windows import SlidingWindow, WindowDefinitionError, sliding
-from tests.unit.window_support import approx, emitted, summary
+from tests.unit.window_support import (
+    approx,
+    emitted,
+    late_records,
+    oracle_topology,
+    pipe_batches,
+    summary,
+)
 
 
 def slides(window: SlidingWindow, emit: str = "final") -> Topology:
-    topology = Topology("slides")
-    result = topology.source("in", value_format="json").window(window).aggregate(
-        "s", emit=emit, n=agg.count(), total=agg.sum("x"), avg=agg.mean("x"),
-        lo=agg.min("x"), hi=agg.max("x"))
-    result.to_topic("out")
-    result.late.with_columns(pl.col("_timestamp").alias("ts")).to_topic("late")
-    if emit == "both":
-        result.updates.to_topic("updates")
-    return topology
+    return oracle_topology("slides", "s", window, emit)
 
 
 def bounds(rows: list[dict]) -> list[tuple[int, int, int]]:
@@ -172,9 +169,7 @@ records = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 10
 def test_windows_and_late_records_equal_a_brute_force_oracle(size, grace, batches, emit) -> None:
     window = sliding(size, grace=grace)
     driver = InProcessTestDriver(slides(window, emit), partitions=1)
-    for batch in batches:
-        driver.pipe("in", [{"x": x} for _, _, x in batch], keys=[k for k, _, _ in batch],
-                    timestamps_ms=[t for _, t, _ in batch])
+    pipe_batches(driver, batches)
     windows, late, stream_time = oracle(window, batches)
     driver.pipe("in", [{"x": None}], keys=["~flush"],
                 timestamps_ms=[stream_time + size + grace + 1_000])
@@ -188,10 +183,7 @@ def test_windows_and_late_records_equal_a_brute_force_oracle(size, grace, batche
         updates = emitted(driver, "updates" if emit == "both" else "out")
         assert set(updates) == set(expected)
         assert {w: updates[w][-1] for w in expected} == expected  # the last update is final
-    got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
-                                         ("ts", "window_start", "window_end")))
-                      for r in driver.read("late"))
-    assert got_late == sorted(late)
+    assert late_records(driver) == sorted(late)
     assert len(driver.store("s")) == 1  # "~flush"'s own window
     assert len(driver.store("s-records")) == 2  # "~flush"'s record and its expiry marker
 

@@ -16,7 +16,14 @@ from headwater.streams.task import TaskId
 from headwater.streams.windows import (
     Window, WindowDefinitionError, hopping, parse_duration, tumbling,
 )
-from tests.unit.window_support import approx, emitted, summary
+from tests.unit.window_support import (
+    approx,
+    emitted,
+    late_records,
+    oracle_topology,
+    pipe_batches,
+    summary,
+)
 
 
 def test_durations_read_like_people_write_them() -> None:
@@ -45,15 +52,7 @@ def test_a_record_falls_in_every_window_that_contains_its_time() -> None:
 
 
 def windowed(window: Window, emit: str = "final") -> Topology:
-    topology = Topology("windows")
-    result = topology.source("in", value_format="json").window(window).aggregate(
-        "w", emit=emit, n=agg.count(), total=agg.sum("x"), avg=agg.mean("x"),
-        lo=agg.min("x"), hi=agg.max("x"))
-    result.to_topic("out")
-    result.late.with_columns(pl.col("_timestamp").alias("ts")).to_topic("late")
-    if emit == "both":
-        result.updates.to_topic("updates")
-    return topology
+    return oracle_topology("windows", "w", window, emit)
 
 
 def test_a_window_is_emitted_once_when_stream_time_passes_its_end_plus_grace() -> None:
@@ -270,9 +269,7 @@ records = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 20
        emit=st.sampled_from(["final", "update", "both"]))
 def test_results_and_late_records_equal_a_brute_force_oracle(window, batches, emit) -> None:
     driver = InProcessTestDriver(windowed(window, emit), partitions=1)
-    for batch in batches:
-        driver.pipe("in", [{"x": x} for _, _, x in batch], keys=[k for k, _, _ in batch],
-                    timestamps_ms=[t for _, t, _ in batch])
+    pipe_batches(driver, batches)
     state, late, stream_time = oracle(window, batches)
     flush = stream_time + window.size_ms + window.grace_ms + 1_000
     driver.pipe("in", [{"x": None}], keys=["~flush"], timestamps_ms=[flush])
@@ -285,7 +282,4 @@ def test_results_and_late_records_equal_a_brute_force_oracle(window, batches, em
     if emit == "both":
         updates = emitted(driver, "updates")
         assert {w: rows[-1] for w, rows in updates.items()} == expected
-    got_late = sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
-                                         ("ts", "window_start", "window_end")))
-                      for r in driver.read("late"))
-    assert got_late == sorted(late)
+    assert late_records(driver) == sorted(late)

@@ -7,8 +7,10 @@ import math
 from collections import defaultdict
 
 import orjson
+import polars as pl
 
-from headwater.streams import InProcessTestDriver
+from headwater.streams import InProcessTestDriver, Topology, agg
+from headwater.streams.windows import AnyWindow
 
 
 def summary(xs: list[float | None]) -> tuple:
@@ -33,3 +35,33 @@ def emitted(driver: InProcessTestDriver, topic: str) -> dict:
             out[(r.key.decode(), row["window_start"], row["window_end"])].append(
                 approx((row["n"], row["total"], row["avg"], row["lo"], row["hi"])))
     return out
+
+
+def oracle_topology(name: str, store: str, window: AnyWindow, emit: str = "final") -> Topology:
+    """``n``, ``total``, ``avg``, ``lo``, ``hi`` of ``x`` per key and window to ``out``; late
+    records (with their event time as ``ts``) to ``late``; with ``emit="both"`` the updates to
+    ``updates``."""
+    topology = Topology(name)
+    result = topology.source("in", value_format="json").window(window).aggregate(
+        store, emit=emit, n=agg.count(), total=agg.sum("x"), avg=agg.mean("x"),
+        lo=agg.min("x"), hi=agg.max("x"))
+    result.to_topic("out")
+    result.late.with_columns(pl.col("_timestamp").alias("ts")).to_topic("late")
+    if emit == "both":
+        result.updates.to_topic("updates")
+    return topology
+
+
+def pipe_batches(driver: InProcessTestDriver,
+                 batches: list[list[tuple[str, int, float | None]]]) -> None:
+    """Each batch of ``(key, event time, x)`` as one ``pipe``."""
+    for batch in batches:
+        driver.pipe("in", [{"x": x} for _, _, x in batch], keys=[k for k, _, _ in batch],
+                    timestamps_ms=[t for _, t, _ in batch])
+
+
+def late_records(driver: InProcessTestDriver) -> list[tuple]:
+    """The ``late`` output as sorted ``(key, ts, window_start, window_end)``."""
+    return sorted((r.key.decode(), *(orjson.loads(r.value)[c] for c in
+                                     ("ts", "window_start", "window_end")))
+                  for r in driver.read("late"))
