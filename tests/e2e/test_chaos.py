@@ -79,6 +79,15 @@ def worker_pids(supervisor_pid: int) -> list[int]:
     return pids
 
 
+def wait_for_workers(supervisor_pid: int, count: int, job: Job) -> list[int]:
+    """The worker pids once the supervisor runs ``count`` of them (a killed one is restarted)."""
+    deadline = time.monotonic() + 60
+    while len(pids := worker_pids(supervisor_pid)) != count:
+        assert time.monotonic() < deadline, (pids, job.log_tail())
+        time.sleep(0.1)
+    return pids
+
+
 def committed_offsets(admin: AdminClient, group: str) -> dict[int, int]:
     request = [ConsumerGroupTopicPartitions(group)]
     result = admin.list_consumer_group_offsets(request)[group].result(30)
@@ -112,10 +121,9 @@ def test_exactly_once_through_repeated_kill_9_with_a_producer_writing(
     try:
         echoed = wait_for_output(job.config, job.echo, 1_500, timeout=120)
         for _ in range(KILLS):
-            pids = worker_pids(proc.pid)
-            assert len(pids) == 2, (pids, job.log_tail())
-            floor = committed_offsets(admin, job.application_id)
+            pids = wait_for_workers(proc.pid, 2, job)
             os.kill(chooser.choice(pids), signal.SIGKILL)
+            floor = committed_offsets(admin, job.application_id)  # the victim commits no more
             recoveries.append(wait_until_every_partition_commits_past(admin, job, floor))
             echoed = wait_for_output(job.config, job.echo, echoed + 1_500, timeout=120)
     finally:
