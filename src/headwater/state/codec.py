@@ -22,10 +22,9 @@ instead of being misread:
   (the accumulator of the records at each time); with ``n = 0`` (header only) an expiry marker.
 
 - ``JOIN_BUFFER_V1`` (id 7): one side's buffered records of one key in an interval join,
-  ``0x07`` + little-endian ``uint32`` count ``n`` + ``n`` packed ``(int64 event time, int64
-  source offset, uint8 matched)`` entries + ``n`` little-endian ``uint32`` payload lengths + the
-  payloads (each row as Confluent-framed Avro, see :mod:`headwater.streams.interval_join`); with
-  ``n = 0`` (header only) an expiry-index marker.
+  ``0x07`` + a Confluent-framed Avro record ``{entries: [{ts, id, matched, row}]}`` (see
+  :mod:`headwater.streams.interval_join`); also ``0x07`` + a side's row schema (JSON), and
+  ``0x07`` alone as an expiry-index marker.
 
 The store-level TTL prefix (``headwater.state.ttl``) goes *before* this header: a TTL store's
 stored value is ``write time (8 bytes) + format id + fingerprint + payload``; the store strips the

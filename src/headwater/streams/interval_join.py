@@ -17,10 +17,11 @@ A left record at ``t`` joins every right record of the same key whose event time
 State (one store, changelogged and restored like all state), keys:
 
 - ``L | key`` and ``R | key``: the side's buffered records of ``key`` (``join buffer v1``,
-  :mod:`headwater.state.codec`): event time, source offset, matched flag and the row as
-  Confluent-framed Avro (schema derived from the frame, registered under
-  ``<application_id>-<store>-<side>-value``). One value per key: a batch costs one ``get_many``
-  per side and partition, never a scan.
+  :mod:`headwater.state.codec`): one Confluent-framed Avro record ``{entries: [{ts, id,
+  matched, row}]}`` (event time, source offset, matched flag, the row's columns), its schema
+  derived from the frame and registered under ``<application_id>-<store>-<side>-value``. One
+  value per key: a batch costs one ``get_many`` per side and partition and one columnar decode
+  and encode, never a scan, and no Python per record.
 - ``X | expiry | side | key``: the expiry index (big-endian sign-flipped ``expiry = t + before +
   after + grace``), so expiring is one range scan from the previous bound and never touches
   live keys.
@@ -63,9 +64,7 @@ JoinHow = Literal["inner", "left", "right", "outer"]
 Side = Literal["left", "right"]
 
 JOIN_BUFFER_V1 = ValueFormat(JOIN_BUFFER_V1_ID, description="join buffer v1")
-_ENTRY = np.dtype([("ts", "<i8"), ("id", "<i8"), ("matched", "u1")])
 _PREFIX: dict[str, bytes] = {"left": b"L", "right": b"R"}
-_SIDE_OF = {b"L": "left", b"R": "right"}
 _INDEX, _SCHEMA = b"X", b"S"
 _MARKER = JOIN_BUFFER_V1.encode(b"")
 _ROW = "__join_row"
@@ -96,63 +95,17 @@ class JoinWindow:
 
 # --- buffer values ---------------------------------------------------------------------------
 
-
-def pack(entries: np.ndarray, payloads: list[bytes]) -> bytes:
-    """A ``join buffer v1`` value of ``entries`` (``_ENTRY`` records) and their row payloads."""
-    lengths = np.fromiter((len(p) for p in payloads), dtype="<u4", count=len(payloads))
-    return b"".join((JOIN_BUFFER_V1.header, np.uint32(len(entries)).tobytes(),
-                     entries.astype(_ENTRY, copy=False).tobytes(), lengths.tobytes(), *payloads))
+_TS, _ID, _MATCHED, _BODY, _ENTRIES, _AT = "ts", "id", "matched", "row", "entries", "__at"
 
 
-def unpack(value: bytes, *, store: str, partition: int) -> tuple[np.ndarray, list[bytes]]:
-    """The entries and payloads of a ``join buffer v1`` value (see :func:`pack`)."""
-    body = JOIN_BUFFER_V1.decode(value, store=store, partition=partition)
-    n = int(np.frombuffer(body, "<u4", 1)[0])
-    at = 4 + n * _ENTRY.itemsize
-    entries = np.frombuffer(body, _ENTRY, n, 4)
-    lengths = np.frombuffer(body, "<u4", n, at).astype(np.int64)
-    ends = at + 4 * n + np.cumsum(lengths)
-    starts = ends - lengths
-    return entries, [body[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-
-
-@dataclass
-class _Buffered:
-    """The buffered records of one side for a set of keys, flattened (one row per entry)."""
-
-    keys: list[str]
-    blobs: list[bytes | None]
-    entries: list[np.ndarray]
-    payloads: list[list[bytes]]
-
-    @classmethod
-    def load(cls, cache: WriteBackCache, side: Side, keys: list[str], *, store: str,
-             partition: int) -> _Buffered:
-        blobs = cache.get_many([_PREFIX[side] + k.encode() for k in keys])
-        entries, payloads = [], []
-        for blob in blobs:
-            if blob is None:
-                entries.append(np.zeros(0, _ENTRY))
-                payloads.append([])
-            else:
-                e, p = unpack(blob, store=store, partition=partition)
-                entries.append(e.copy())
-                payloads.append(p)
-        return cls(keys, blobs, entries, payloads)
-
-    def frame(self) -> pl.DataFrame:
-        """One row per entry: ``_key``, ``__ts``, ``__id``, ``__k`` (key index), ``__i``
-        (entry index within the key)."""
-        sizes = [len(e) for e in self.entries]
-        total = sum(sizes)
-        if not total:
-            return pl.DataFrame(schema={KEY: pl.String, "__ts": pl.Int64, "__id": pl.Int64,
-                                        "__k": pl.Int64, "__i": pl.Int64})
-        flat = np.concatenate(self.entries)
-        k = np.repeat(np.arange(len(sizes)), sizes)
-        i = np.concatenate([np.arange(s) for s in sizes])
-        return pl.DataFrame({KEY: pl.Series(self.keys, dtype=pl.String).gather(k),
-                             "__ts": flat["ts"], "__id": flat["id"], "__k": k, "__i": i})
+def _entries_of(part: pl.DataFrame, matched: pl.Series | bool) -> pl.DataFrame:
+    """A batch's rows as buffer entries: ``_key``, ``ts``, ``id`` (source offset), ``matched``
+    and the row's user columns as the struct ``row``."""
+    body = [c for c in part.columns if c not in METADATA_COLUMNS and c != _ROW]
+    return part.select(
+        KEY, pl.col(TIMESTAMP).alias(_TS), pl.col(OFFSET).alias(_ID),
+        (pl.lit(matched) if isinstance(matched, bool) else matched).alias(_MATCHED),
+        pl.struct(body).alias(_BODY) if body else pl.lit(None, pl.Struct({})).alias(_BODY))
 
 
 @dataclass(eq=False)
@@ -175,6 +128,38 @@ class IntervalJoin:
         """Whether unmatched records of ``side`` are emitted."""
         return self.how == "outer" or self.how == side
 
+    # --- buffers ----------------------------------------------------------------------------
+
+    def _load(self, ctx: ProcessingContext, cache: WriteBackCache, side: Side, keys: list[str],
+              partition: int) -> pl.DataFrame | None:
+        """The buffered entries of ``keys`` on ``side`` (one row per entry, ``__at`` its position
+        in the result), or ``None`` when none of them has any."""
+        blobs = cache.get_many([_PREFIX[side] + k.encode() for k in keys])
+        found = [(k, b) for k, b in zip(keys, blobs) if b is not None]
+        if not found:
+            return None
+        decode = JOIN_BUFFER_V1.decode
+        values = [decode(b, store=self.store, partition=partition) for _, b in found]
+        buckets = ctx.decode_avro(values).with_columns(
+            pl.Series(KEY, [k for k, _ in found], pl.String))
+        return (buckets.select(KEY, _ENTRIES).explode(_ENTRIES).unnest(_ENTRIES)
+                .with_row_index(_AT))
+
+    def _store(self, ctx: ProcessingContext, cache: WriteBackCache, side: Side,
+               entries: pl.DataFrame) -> None:
+        """Write the entries of each key in ``entries`` as that key's whole buffer."""
+        if not entries.height:
+            return
+        buckets = (entries.sort(KEY, _TS, _ID)
+                   .group_by(KEY, maintain_order=True)
+                   .agg(pl.struct(_TS, _ID, _MATCHED, _BODY).alias(_ENTRIES)))
+        body = buckets.select(_ENTRIES)
+        schema = json.dumps(avro_schema_of(body.schema, f"JoinBuffer_{side}"))
+        payloads = ctx.encode_avro(body, ctx.row_subject(f"{self.store}-{side}"), schema)
+        header = JOIN_BUFFER_V1.header
+        cache.put_many([_PREFIX[side] + k.encode() for k in buckets.get_column(KEY).to_list()],
+                       [header + p for p in payloads])
+
     # --- a batch of one side ----------------------------------------------------------------
 
     def process(self, side: Side, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
@@ -188,7 +173,9 @@ class IntervalJoin:
                for (p,), part in rows.group_by(PARTITION, maintain_order=True)]
         keyless = frame.filter(pl.col(KEY).is_null()).drop(_OBSERVED)
         if keyless.height and self.outer(side):
-            out.append(self._unmatched(side, keyless, None, ctx, keyless.get_column(PARTITION)))
+            cache = ctx.state(self.store, int(keyless.get_column(PARTITION)[0]))
+            meta = keyless.select([c for c in METADATA_COLUMNS if c in keyless.columns])
+            out.append(self._unmatched(side, meta, keyless.drop(meta.columns), cache))
         # side effects last: a failed attempt (re-run row by row) dead-letters and stashes nothing
         if keyless.height and not self.outer(side):
             ctx.dead_letter(keyless, MissingKeyError(
@@ -206,35 +193,39 @@ class IntervalJoin:
         cache = ctx.state(self.store, partition)
         part = part.with_row_index(_ROW)
         keys = part.get_column(KEY).unique(maintain_order=True).to_list()
-        theirs = _Buffered.load(cache, other, keys, store=self.store, partition=partition)
+        theirs = self._load(ctx, cache, other, keys, partition)
         lo, hi = ((self.window.before_ms, self.window.after_ms) if side == "left"
                   else (self.window.after_ms, self.window.before_ms))
-        pairs = (part.select(_ROW, KEY, TIMESTAMP)
-                 .join(theirs.frame(), on=KEY, how="inner")
-                 .filter(pl.col("__ts").is_between(pl.col(TIMESTAMP) - lo, pl.col(TIMESTAMP) + hi))
-                 .sort(_ROW, "__ts", "__id"))
-        joined = self._pairs(side, part, pairs, theirs, ctx)
-        if pairs.height and self.outer(other):
-            self._mark_matched(cache, other, theirs, pairs)
-        matched = (np.isin(part.get_column(_ROW).to_numpy(), pairs.get_column(_ROW).to_numpy())
-                   if self.outer(side) else np.zeros(part.height, bool))
-        self._buffer(cache, side, part, keys, matched, ctx, partition)
+        pairs = None
+        if theirs is not None:
+            pairs = (part.select(_ROW, KEY, TIMESTAMP)
+                     .join(theirs.select(KEY, _TS, _ID, _AT), on=KEY, how="inner")
+                     .filter(pl.col(_TS).is_between(pl.col(TIMESTAMP) - lo,
+                                                    pl.col(TIMESTAMP) + hi))
+                     .sort(_ROW, _TS, _ID))
+        joined = (self._pairs(side, part, pairs, theirs) if pairs is not None and pairs.height
+                  else part.clear().drop(_ROW))
+        if pairs is not None and pairs.height and self.outer(other):
+            hit = theirs.get_column(_AT).is_in(pairs.get_column(_AT).implode())  # type: ignore[union-attr]
+            if (hit & ~theirs.get_column(_MATCHED)).any():  # type: ignore[union-attr]
+                marked = theirs.with_columns(pl.col(_MATCHED) | hit)  # type: ignore[union-attr]
+                touched = marked.filter(hit & ~theirs.get_column(_MATCHED)).get_column(KEY)  # type: ignore[union-attr]
+                self._store(ctx, cache, other,
+                            marked.filter(pl.col(KEY).is_in(touched.implode())).drop(_AT))
+        matched = (part.get_column(_ROW).is_in(pairs.get_column(_ROW).implode())
+                   if self.outer(side) and pairs is not None else False)
+        self._buffer(ctx, cache, side, part, keys, matched, partition)
         return joined
 
-    def _pairs(self, side: Side, part: pl.DataFrame, pairs: pl.DataFrame, theirs: _Buffered,
-               ctx: ProcessingContext) -> pl.DataFrame:
+    def _pairs(self, side: Side, part: pl.DataFrame, pairs: pl.DataFrame,
+               theirs: pl.DataFrame) -> pl.DataFrame:
         """The joined rows of ``pairs`` (metadata of this side's row, ``_timestamp`` the later
         of the two event times)."""
-        if not pairs.height:
-            return part.clear().drop(_ROW)
-        ks = pairs.get_column("__k").to_list()
-        ix = pairs.get_column("__i").to_list()
-        payloads = [theirs.payloads[k][i] for k, i in zip(ks, ix)]
-        their_rows = ctx.decode_avro(payloads)
         mine = part.drop(_ROW).gather(pairs.get_column(_ROW))
-        stamp = pl.max_horizontal(pl.col(TIMESTAMP), pairs.get_column("__ts"))
-        meta = mine.select(*[c for c in METADATA_COLUMNS if c in mine.columns]).with_columns(stamp)
-        body = mine.drop([c for c in METADATA_COLUMNS if c in mine.columns])
+        their_rows = theirs.get_column(_BODY).gather(pairs.get_column(_AT)).struct.unnest()
+        meta = mine.select([c for c in METADATA_COLUMNS if c in mine.columns]).with_columns(
+            pl.max_horizontal(pl.col(TIMESTAMP), pairs.get_column(_TS)).alias(TIMESTAMP))
+        body = mine.drop(meta.columns)
         left, right = (body, their_rows) if side == "left" else (their_rows, body)
         return self._assemble(meta, left, right)
 
@@ -244,46 +235,25 @@ class IntervalJoin:
         right = right.rename({c: c + self.suffix for c in right.columns if c in taken})
         return pl.concat([f for f in (meta, left, right) if f.width], how="horizontal")
 
-    def _mark_matched(self, cache: WriteBackCache, side: Side, buffered: _Buffered,
-                      pairs: pl.DataFrame) -> None:
-        hit = pairs.select("__k", "__i").unique()
-        changed: dict[int, None] = {}
-        for k, i in hit.iter_rows():
-            if not buffered.entries[k]["matched"][i]:
-                buffered.entries[k]["matched"][i] = 1
-                changed[k] = None
-        if changed:
-            cache.put_many([_PREFIX[side] + buffered.keys[k].encode() for k in changed],
-                           [pack(buffered.entries[k], buffered.payloads[k]) for k in changed])
-
-    def _buffer(self, cache: WriteBackCache, side: Side, part: pl.DataFrame, keys: list[str],
-                matched: np.ndarray, ctx: ProcessingContext, partition: int) -> None:
-        body = part.drop([_ROW, *[c for c in METADATA_COLUMNS if c in part.columns]])
-        self._seen[side] = body.schema
-        schema = json.dumps(avro_schema_of(body.schema, f"Join_{side}"))
-        payloads = ctx.encode_avro(body, ctx.row_subject(f"{self.store}-{side}"), schema)
-        stored_schema = JOIN_BUFFER_V1.encode(schema.encode())
-        if cache.get_many([_SCHEMA + _PREFIX[side]])[0] != stored_schema:
-            cache.put_many([_SCHEMA + _PREFIX[side]], [stored_schema])
-        mine = _Buffered.load(cache, side, keys, store=self.store, partition=partition)
-        index = {k: n for n, k in enumerate(keys)}
-        key_of = [index[k] for k in part.get_column(KEY).to_list()]
-        ts = part.get_column(TIMESTAMP).to_numpy()
-        offsets = part.get_column(OFFSET).to_numpy()
-        new = np.zeros(part.height, _ENTRY)
-        new["ts"], new["id"], new["matched"] = ts, offsets, matched
-        added: dict[int, list[int]] = {}
-        for row, k in enumerate(key_of):
-            added.setdefault(k, []).append(row)
-        values = []
-        for k, picked in added.items():
-            entries = np.concatenate([mine.entries[k], new[picked]])
-            values.append(pack(entries, mine.payloads[k] + [payloads[r] for r in picked]))
-        cache.put_many([_PREFIX[side] + keys[k].encode() for k in added], values)
-        expiry = (pl.DataFrame({"e": ts + self.window.retention_ms, "k": key_of}).unique())
-        stamps = _time_bytes(expiry.get_column("e").to_numpy()).tobytes()
-        index_keys = [_INDEX + stamps[8 * n: 8 * n + 8] + _PREFIX[side] + keys[k].encode()
-                      for n, k in enumerate(expiry.get_column("k").to_list())]
+    def _buffer(self, ctx: ProcessingContext, cache: WriteBackCache, side: Side,
+                part: pl.DataFrame, keys: list[str], matched: pl.Series | bool,
+                partition: int) -> None:
+        new = _entries_of(part, matched)
+        body_schema = pl.Schema(dict(new.schema[_BODY].to_schema()))  # type: ignore[attr-defined]
+        self._seen[side] = body_schema
+        row_schema = JOIN_BUFFER_V1.encode(json.dumps(
+            avro_schema_of(body_schema, f"Join_{side}")).encode())
+        if cache.get_many([_SCHEMA + _PREFIX[side]])[0] != row_schema:
+            cache.put_many([_SCHEMA + _PREFIX[side]], [row_schema])
+        mine = self._load(ctx, cache, side, keys, partition)
+        entries = new if mine is None else pl.concat([mine.drop(_AT), new],
+                                                      how="vertical_relaxed")
+        self._store(ctx, cache, side, entries)
+        expiry = (new.select(pl.col(_TS) + self.window.retention_ms, KEY).unique(maintain_order=True))
+        stamps = _time_bytes(expiry.get_column(_TS).to_numpy()).tobytes()
+        prefix = _PREFIX[side]
+        index_keys = [_INDEX + stamps[8 * n: 8 * n + 8] + prefix + k.encode()
+                      for n, k in enumerate(expiry.get_column(KEY).to_list())]
         cache.put_many(index_keys, [_MARKER] * len(index_keys))
 
     # --- expiry -----------------------------------------------------------------------------
@@ -315,58 +285,37 @@ class IntervalJoin:
 
     def _expire_side(self, ctx: ProcessingContext, task: TaskId, cache: WriteBackCache,
                      side: Side, keys: list[str], stream_time_ms: int) -> pl.DataFrame | None:
-        buffered = _Buffered.load(cache, side, keys, store=self.store, partition=task.partition)
-        gone_keys, gone = [], []
-        puts, values, deletes = [], [], []
-        for k, entries in enumerate(buffered.entries):
-            keep = entries["ts"] + self.window.retention_ms >= stream_time_ms
-            if keep.all():
-                continue
-            name = _PREFIX[side] + keys[k].encode()
-            if keep.any():
-                puts.append(name)
-                values.append(pack(entries[keep], [p for p, x in zip(buffered.payloads[k], keep)
-                                                   if x]))
-            else:
-                deletes.append(name)
-            if self.outer(side):
-                for i in np.flatnonzero(~keep & (entries["matched"] == 0)).tolist():
-                    gone_keys.append(k)
-                    gone.append(i)
-        if puts:
-            cache.put_many(puts, values)
-        if deletes:
-            cache.delete_many(deletes)
-        if not gone:
+        entries = self._load(ctx, cache, side, keys, task.partition)
+        if entries is None:
             return None
-        order = sorted(range(len(gone)), key=lambda n: (
-            int(buffered.entries[gone_keys[n]]["ts"][gone[n]]),
-            int(buffered.entries[gone_keys[n]]["id"][gone[n]])))
-        body = ctx.decode_avro([buffered.payloads[gone_keys[n]][gone[n]] for n in order])
-        stamps = [int(buffered.entries[gone_keys[n]]["ts"][gone[n]]) for n in order]
-        offsets = [int(buffered.entries[gone_keys[n]]["id"][gone[n]]) for n in order]
-        names = [keys[gone_keys[n]] for n in order]
-        placeholder = pl.DataFrame({"__n": np.zeros(len(names), np.int8)})
-        rows = timer_rows(ctx, task, placeholder, keys=names, timestamp_ms=stamps,
-                          offset=offsets).select(METADATA_COLUMNS)
-        return self._unmatched(side, rows, body, ctx, None, cache)
+        entries = entries.drop(_AT)
+        keep = pl.col(_TS) + self.window.retention_ms >= stream_time_ms
+        kept = entries.filter(keep)
+        self._store(ctx, cache, side, kept)
+        emptied = set(keys) - set(kept.get_column(KEY).to_list())
+        if emptied:
+            cache.delete_many([_PREFIX[side] + k.encode() for k in emptied])
+        if not self.outer(side):
+            return None
+        gone = entries.filter(~keep & ~pl.col(_MATCHED)).sort(_TS, _ID)
+        if not gone.height:
+            return None
+        placeholder = pl.DataFrame({"__n": np.zeros(gone.height, np.int8)})
+        meta = timer_rows(ctx, task, placeholder, keys=gone.get_column(KEY),
+                          timestamp_ms=gone.get_column(_TS).to_list(),
+                          offset=gone.get_column(_ID).to_list()).select(METADATA_COLUMNS)
+        return self._unmatched(side, meta, gone.get_column(_BODY).struct.unnest(), cache)
 
-    def _unmatched(self, side: Side, meta_rows: pl.DataFrame, body: pl.DataFrame | None,
-                   ctx: ProcessingContext, partitions: pl.Series | None,
-                   cache: WriteBackCache | None = None) -> pl.DataFrame:
+    def _unmatched(self, side: Side, meta: pl.DataFrame, body: pl.DataFrame,
+                   cache: WriteBackCache) -> pl.DataFrame:
         """Rows of ``side`` without a partner: the other side's columns are null."""
-        meta = meta_rows.select([c for c in METADATA_COLUMNS if c in meta_rows.columns])
-        if body is None:
-            body = meta_rows.drop(meta.columns)
         other: Side = "right" if side == "left" else "left"
-        if cache is None and partitions is not None and partitions.len():
-            cache = ctx.state(self.store, int(partitions[0]))
         nulls = self._null_columns(cache, other, meta.height)
         left, right = (body, nulls) if side == "left" else (nulls, body)
         return self._assemble(meta, left, right)
 
-    def _null_columns(self, cache: WriteBackCache | None, side: Side, n: int) -> pl.DataFrame:
-        stored = None if cache is None else cache.get_many([_SCHEMA + _PREFIX[side]])[0]
+    def _null_columns(self, cache: WriteBackCache, side: Side, n: int) -> pl.DataFrame:
+        stored = cache.get_many([_SCHEMA + _PREFIX[side]])[0]
         if stored is not None:
             text = JOIN_BUFFER_V1.decode(stored, store=self.store, partition=-1)
             schema = frame_schema(json.loads(text))
