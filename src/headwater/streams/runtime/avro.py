@@ -15,6 +15,7 @@ logged) and nothing can be recognised as foreign. Registry outages raise
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -129,6 +130,7 @@ class AvroCodec:
         self.cache = cache
         self._writer = AvroSerde(self.cache)
         self._ids: dict[tuple[str, str], int] = {}
+        self._plain: AvroSerde | None = None
 
     def decoder(self, spec: SourceSpec) -> AvroSourceDecoder:
         """A decoder for ``spec`` resolving to its declared schema (see :func:`declared_schema`).
@@ -138,6 +140,24 @@ class AvroCodec:
         """
         reader, subject = declared_schema(self.cache, spec)
         return AvroSourceDecoder(AvroSerde(self.cache, reader, reader_subject=subject))
+
+    def decode_writer_layout(self, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode framed values each in its writer schema's layout (the engine's own records,
+        e.g. a stream table's), one row per value in order.
+
+        Raises:
+            TableValueError: a value does not decode.
+            SchemaRegistryUnavailable: a writer schema could not be fetched.
+        """
+        from headwater.streams.batch import TableValueError
+
+        if self._plain is None:
+            self._plain = AvroSerde(self.cache)
+        decoded = self._plain.decode_batch(values)
+        if decoded.rejected:
+            first = decoded.rejected[0]
+            raise TableValueError(f"a stored table value does not decode: {first.error}")
+        return decoded.frame
 
     def encode(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
         """Encode ``frame`` with ``schema`` registered under ``subject`` (registered once)."""
