@@ -155,7 +155,7 @@ def declare_table(topology: Topology, topic: str, *, store: str, value_format: V
     if versioned is not None:
         try:
             versioned_ms = parse_duration(versioned, f"table {store!r}: versioned")
-        except HeadwaterError as exc:
+        except ValueError as exc:  # WindowDefinitionError
             raise TopologyError(str(exc)) from exc
         if versioned_ms <= 0:
             raise TopologyError(f"table {store!r}: versioned retention must be positive")
