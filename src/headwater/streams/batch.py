@@ -38,8 +38,7 @@ from headwater.state.manager import StateManager
 from headwater.streams.decode import BatchDecoder, JsonDecoder, RawDecoder
 from headwater.streams.execution import Node, OperatorError, run_node
 from headwater.streams.records import (
-    KEY, METADATA_COLUMNS, OFFSET, PARTITION, TIMESTAMP, TOPIC, RawRecord, RecordBatch,
-    user_columns,
+    KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC, RawRecord, RecordBatch, user_columns,
 )
 from headwater.streams.sink import (
     Checkpoint, Sink, SourceRange, Staged, TaskCommit, TaskPosition,
@@ -49,7 +48,8 @@ from headwater.streams.time import (
     EventTimeError, TimerKind, check_timer_rows, decode_metadata, encode_metadata, max_event_time,
     with_event_time,
 )
-from headwater.streams.tables import GlobalStore, table_frame
+from headwater.streams.table_join import TableLookups, TableValueError  # noqa: F401
+from headwater.streams.tables import table_frame
 from headwater.streams.topology import SourceSpec, Topology
 
 TopicPartition = tuple[str, int]
@@ -57,11 +57,6 @@ TopicPartition = tuple[str, int]
 
 class TaskError(HeadwaterError):
     """A task lifecycle call broke the contract (e.g. releasing uncheckpointed changes)."""
-
-
-class TableValueError(HeadwaterError):
-    """A stored table value could not be decoded at lookup (e.g. its schema was deleted or no
-    longer resolves to the declared one); the looking-up rows are dead-lettered with it."""
 
 
 @dataclass
@@ -82,8 +77,9 @@ class PreparedCheckpoint:
     _seqs: dict[TaskId, int] = field(default_factory=dict)  # before the bump, for abort
 
 
-class BatchContext(ABC):
-    """The :class:`~headwater.streams.context.ProcessingContext` base of runtime and driver."""
+class BatchContext(TableLookups, ABC):
+    """The :class:`~headwater.streams.context.ProcessingContext` base of runtime and driver
+    (table lookups: :class:`~headwater.streams.table_join.TableLookups`)."""
 
     def __init__(
         self,
@@ -127,42 +123,6 @@ class BatchContext(ABC):
     @abstractmethod
     def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
         """Encode the frame as Confluent-framed Avro."""
-
-    @abstractmethod
-    def source_decoder(self, topic: str) -> BatchDecoder:
-        """The decoder of a (logical) source topic or a global table's topic."""
-
-    @abstractmethod
-    def decode_avro_values(self, values: Sequence[bytes]) -> pl.DataFrame:
-        """Decode framed Avro values, each in its writer schema's frame layout (values this
-        context encoded with :meth:`encode_avro`), one row each in order.
-
-        Raises:
-            TableValueError: a value cannot be decoded.
-        """
-
-    @abstractmethod
-    def global_store(self, topic: str) -> GlobalStore:
-        """The local store of the global table read from ``topic``."""
-
-    def decode_source_values(self, topic: str, values: Sequence[bytes]) -> pl.DataFrame:
-        """Decode values as they are on ``topic`` with its source decoder: the user columns
-        only, one row per value in order.
-
-        Raises:
-            TableValueError: a value cannot be decoded (names the topic and the reason).
-        """
-        n = len(values)
-        batch = RecordBatch(topic, [0] * n, list(range(n)), [0] * n, [None] * n, list(values))
-        frame, rejected = self.source_decoder(topic).decode(batch)
-        if rejected:
-            raise TableValueError(f"a value stored from {topic!r} no longer decodes: "
-                                  f"{type(rejected[0].error).__name__}: {rejected[0].error}")
-        return frame.drop([c for c in METADATA_COLUMNS if c in frame.columns])
-
-    def table_subject(self, store: str) -> str:
-        """The registry subject of the Avro values of a stream table (``to_table``)."""
-        return f"{self.stores.application_id}-{store}-value"
 
     def dead_letter(self, rows: pl.DataFrame, error: BaseException, operator: str) -> None:
         """Dead-letter the source records of ``rows`` (each sent once, even if a row repeats).

@@ -22,23 +22,75 @@ Time (docs/joins.md):
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
 
 from headwater.errors import HeadwaterError
+from headwater.state.manager import StateManager
+from headwater.streams.decode import BatchDecoder
 from headwater.streams.context import ProcessingContext
 from headwater.streams.execution import ErrorPolicy
 from headwater.streams.operators import Operator
-from headwater.streams.records import KEY, PARTITION, TIMESTAMP, METADATA_COLUMNS
-from headwater.streams.tables import GlobalTable, Table, decode_versions
+from headwater.streams.records import KEY, METADATA_COLUMNS, PARTITION, TIMESTAMP, RecordBatch
+from headwater.streams.tables import GlobalStore, GlobalTable, Table, decode_versions, root_of
 from headwater.streams.topology import Stream, TopologyError
 
 JoinHow = Literal["inner", "left"]
 AsOf = Literal["latest", "event_time"]
 
 _LOOKUP, _ROW, _VALUE, _VTS = "__lookup", "__row", "__value", "__version_ts"
+
+
+class TableValueError(HeadwaterError):
+    """A stored table value could not be decoded at lookup (e.g. its schema was deleted or no
+    longer resolves to the declared one); the looking-up rows are dead-lettered with it."""
+
+
+class TableLookups(ABC):
+    """What a batch context offers table operators (mixed into ``BatchContext``; the runtime
+    and the test driver implement the abstract methods)."""
+
+    stores: StateManager
+
+    @abstractmethod
+    def source_decoder(self, topic: str) -> BatchDecoder:
+        """The decoder of a (logical) source topic or a global table's topic."""
+
+    @abstractmethod
+    def decode_avro_values(self, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode framed Avro values, each in its writer schema's frame layout (values this
+        context encoded with :meth:`encode_avro`), one row each in order.
+
+        Raises:
+            TableValueError: a value cannot be decoded.
+        """
+
+    @abstractmethod
+    def global_store(self, topic: str) -> GlobalStore:
+        """The local store of the global table read from ``topic``."""
+
+    def decode_source_values(self, topic: str, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode values as they are on ``topic`` with its source decoder: the user columns
+        only, one row per value in order.
+
+        Raises:
+            TableValueError: a value cannot be decoded (names the topic and the reason).
+        """
+        n = len(values)
+        batch = RecordBatch(topic, [0] * n, list(range(n)), [0] * n, [None] * n, list(values))
+        frame, rejected = self.source_decoder(topic).decode(batch)
+        if rejected:
+            raise TableValueError(f"a value stored from {topic!r} no longer decodes: "
+                                  f"{type(rejected[0].error).__name__}: {rejected[0].error}")
+        return frame.drop([c for c in METADATA_COLUMNS if c in frame.columns])
+
+    def table_subject(self, store: str) -> str:
+        """The registry subject of the Avro values of a stream table (``to_table``)."""
+        return f"{self.stores.application_id}-{store}-value"
 
 
 class TableJoinError(HeadwaterError):
@@ -203,7 +255,7 @@ def join_table(stream: Stream, table: Table | GlobalTable, *, on: str | pl.Expr 
     if upstream._after_key_by:
         upstream = upstream._partitioned_for(_repartition_name(stream, table, name), False)
     assert upstream._node is not None
-    topology._copartition(topology._root_of(upstream._node), table.anchor)
+    topology._copartition(root_of(topology, upstream._node), table.anchor)
     return upstream._then(TableJoin(table, pl.col(KEY), how, as_of, suffix, name), on_error)
 
 

@@ -43,6 +43,7 @@ import polars as pl
 from headwater.errors import HeadwaterError
 from headwater.state.store import KeyValueStore
 from headwater.streams.context import ProcessingContext
+from headwater.streams.execution import Node
 from headwater.streams.operators import Operator
 from headwater.streams.records import KEY, PARTITION, TIMESTAMP, RecordBatch, user_columns
 from headwater.streams.repartition import _avro_name, avro_schema_of
@@ -203,10 +204,23 @@ def stream_to_table(stream: Stream, store: str, name: str = "to_table") -> Table
     out = upstream._then(ToTable(store, name), None)
     topology._add_store(StoreSpec(store, out._node.operator.name))
     assert out._node is not None
-    anchor = topology._root_of(out._node)
+    anchor = root_of(topology, out._node)
     spec = TableSpec(store, "stream", anchor, "avro", None, topology.name)
     topology._tables[store] = spec
     return Table(topology, spec, anchor)
+
+
+def root_of(topology: Topology, node: Node) -> str:
+    """The source topic whose operator tree contains ``node``."""
+    for topic, (_, root) in topology._roots.items():
+        stack = [root]
+        while stack:
+            current = stack.pop()
+            if current is node:
+                return topic
+            stack.extend(current.children)
+            stack.extend(n for side in current.side.values() for n in side)
+    raise TopologyError(f"operator {node.operator.name!r} is not in topology {topology.name!r}")
 
 
 def _check_store_free(topology: Topology, store: str) -> None:

@@ -388,18 +388,6 @@ class Topology:
             return self._globals[topic].source
         raise TopologyError(f"{topic!r} is not read by topology {self.name!r}")
 
-    def _root_of(self, node: Node) -> str:
-        """The source topic whose operator tree contains ``node``."""
-        for topic, (_, root) in self._roots.items():
-            stack = [root]
-            while stack:
-                current = stack.pop()
-                if current is node:
-                    return topic
-                stack.extend(current.children)
-                stack.extend(n for side in current.side.values() for n in side)
-        raise TopologyError(f"operator {node.operator.name!r} is not in topology {self.name!r}")
-
     def _internal_source(self, topic: str) -> Stream:
         return self._add_source(SourceSpec(topic, "avro", internal=True))
 

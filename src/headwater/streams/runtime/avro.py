@@ -149,7 +149,7 @@ class AvroCodec:
             TableValueError: a value does not decode.
             SchemaRegistryUnavailable: a writer schema could not be fetched.
         """
-        from headwater.streams.batch import TableValueError
+        from headwater.streams.table_join import TableValueError
 
         if self._plain is None:
             self._plain = AvroSerde(self.cache)
