@@ -24,7 +24,7 @@ instead of being misread:
 - ``JOIN_BUFFER_V1`` (id 7): one side's buffered records of one key in an interval join,
   ``0x07`` + a Confluent-framed Avro record ``{entries: [{ts, id, matched, row}]}`` (see
   :mod:`headwater.streams.interval_join`); also ``0x07`` + a side's row schema (JSON), and
-  ``0x07`` alone as an expiry-index marker.
+  ``0x07`` + a JSON list of keys in its expiry index.
 
 The store-level TTL prefix (``headwater.state.ttl``) goes *before* this header: a TTL store's
 stored value is ``write time (8 bytes) + format id + fingerprint + payload``; the store strips the

@@ -11,8 +11,9 @@ A left record at ``t`` joins every right record of the same key whose event time
   on the ``late`` side output (else the DLQ); they never join.
 - **Pairs** are therefore exactly the pairs of on-time records of one key within the bound,
   whatever the arrival order and batch boundaries.
-- **Unmatched** records of an outer side are emitted when stream time passes ``t + before +
-  after + grace`` (from then on no on-time record can match them), by the stream-time timer.
+- **Unmatched** records of an outer side are emitted once stream time passes ``t + before +
+  after + grace`` (from then on no on-time record can match them), rounded up to the next
+  second (:data:`INDEX_BUCKET_MS`), by the stream-time timer.
 
 State (one store, changelogged and restored like all state), keys:
 
@@ -22,9 +23,10 @@ State (one store, changelogged and restored like all state), keys:
   derived from the frame and registered under ``<application_id>-<store>-<side>-value``. One
   value per key: a batch costs one ``get_many`` per side and partition and one columnar decode
   and encode, never a scan, and no Python per record.
-- ``X | expiry | side | key``: the expiry index (big-endian sign-flipped ``expiry = t + before +
-  after + grace``), so expiring is one range scan from the previous bound and never touches
-  live keys.
+- ``X | bucket end | side | first offset``: the expiry index, one entry per batch and 1-second
+  bucket of ``expiry = t + before + after + grace`` (big-endian sign-flipped time) listing the
+  keys whose records expire in it; expiring is one range scan from the previous bound, never
+  touches live keys, and costs one index write per batch, not per record.
 - ``S | side``: the side's Avro row schema, so unmatched rows get the other side's columns (as
   nulls) after a restart too.
 """
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
+import orjson
 import polars as pl
 
 from headwater.schemas.layout import frame_schema
@@ -66,7 +69,9 @@ Side = Literal["left", "right"]
 JOIN_BUFFER_V1 = ValueFormat(JOIN_BUFFER_V1_ID, description="join buffer v1")
 _PREFIX: dict[str, bytes] = {"left": b"L", "right": b"R"}
 _INDEX, _SCHEMA = b"X", b"S"
-_MARKER = JOIN_BUFFER_V1.encode(b"")
+INDEX_BUCKET_MS = 1_000
+"""Expiry-index granularity: records are dropped (and unmatched ones emitted) once stream time
+passes the end of the bucket their expiry falls in, so at most this much (event time) late."""
 _ROW = "__join_row"
 
 
@@ -249,12 +254,23 @@ class IntervalJoin:
         entries = new if mine is None else pl.concat([mine.drop(_AT), new],
                                                       how="vertical_relaxed")
         self._store(ctx, cache, side, entries)
-        expiry = (new.select(pl.col(_TS) + self.window.retention_ms, KEY).unique(maintain_order=True))
-        stamps = _time_bytes(expiry.get_column(_TS).to_numpy()).tobytes()
+        self._index(cache, side, new)
+
+    def _index(self, cache: WriteBackCache, side: Side, new: pl.DataFrame) -> None:
+        """One expiry-index entry per due-time bucket of the batch: ``X | bucket end | side |
+        first offset`` -> the keys whose entries expire in the bucket (JSON)."""
+        due = (new.select(KEY, ((pl.col(_TS) + self.window.retention_ms) // INDEX_BUCKET_MS + 1)
+                          * INDEX_BUCKET_MS, pl.col(_ID).min().alias("__first"))
+               .group_by(_TS, maintain_order=True)
+               .agg(pl.col(KEY).unique(maintain_order=True), pl.col("__first").first()))
+        ends = _time_bytes(due.get_column(_TS).to_numpy()).tobytes()
+        firsts = due.get_column("__first").to_numpy().astype(">i8").tobytes()
         prefix = _PREFIX[side]
-        index_keys = [_INDEX + stamps[8 * n: 8 * n + 8] + prefix + k.encode()
-                      for n, k in enumerate(expiry.get_column(KEY).to_list())]
-        cache.put_many(index_keys, [_MARKER] * len(index_keys))
+        keys = [_INDEX + ends[8 * n: 8 * n + 8] + prefix + firsts[8 * n: 8 * n + 8]
+                for n in range(due.height)]
+        header = JOIN_BUFFER_V1.header
+        cache.put_many(keys, [header + orjson.dumps(names)
+                              for names in due.get_column(KEY).to_list()])
 
     # --- expiry -----------------------------------------------------------------------------
 
@@ -269,15 +285,18 @@ class IntervalJoin:
         floor = self._floors.get(cache, _INDEX)
         if floor >= bound:
             return None
-        due = [k for k, _ in cache.range(floor, bound)]
+        due = list(cache.range(floor, bound))
         self._floors[cache] = bound
         if not due:
             return None
-        cache.delete_many(due)
+        cache.delete_many([k for k, _ in due])
         out = []
         for side in ("left", "right"):
             prefix = _PREFIX[side]
-            keys = list(dict.fromkeys(k[10:].decode() for k in due if k[9:10] == prefix))
+            keys = list(dict.fromkeys(
+                name for k, v in due if k[9:10] == prefix
+                for name in orjson.loads(JOIN_BUFFER_V1.decode(
+                    v, store=self.store, partition=task.partition))))
             if keys:
                 out.append(self._expire_side(ctx, task, cache, side, keys, stream_time_ms))
         emitted = [f for f in out if f is not None and f.height]
