@@ -2,7 +2,8 @@
 by ``correlationId``, checked against the generator's JSON-lines file.
 
 ``headwater produce`` writes the order flows (Avro through the registry, keyed by userId, so both
-sides are re-keyed through repartition topics; some events out of order). The grace period is
+sides are re-keyed through repartition topics; some events out of order), plus three payments
+of flows without an order (the generator makes none). The grace period is
 longer than the whole input's event-time span, so no generated record can be late however the
 engine interleaves partitions and topics: the expected pairs, never-paid orders and orphan
 payments follow from the file alone (same ``correlationId``, payment time within ``[order,
@@ -34,6 +35,7 @@ AFTER_MS = 120_000
 GRACE = "3h"
 PARTITIONS = 3
 CHECKPOINT_EVERY = ["--batch-size", "300", "--commit-every-records", "900"]
+HOWS = ("inner", "left", "right", "outer")
 
 
 def generate(job: Job, prefix: str, lines: Path, start: int) -> tuple[str, str]:
@@ -90,6 +92,22 @@ def corr_in_partition(partition: int, tag: str) -> str:
     return f"{tag}-{n}"
 
 
+def produce_orphans(job: Job, lines: Path, payments_topic: str, at: int) -> set[str]:
+    """Payments of flows without an order (the generator makes none), within the input's time
+    range; returns their eventIds."""
+    serde = AvroSerde(SchemaCache.from_url(job.env["HEADWATER_SCHEMA_REGISTRY_URL"]))
+    schema_id = serde.schema_id(f"{payments_topic}-value", register=False)
+    base = template(lines, payments_topic)
+    producer = Producer(job.config)
+    ids = {f"orphan-{n}" for n in range(3)}
+    for n, event_id in enumerate(sorted(ids)):
+        event = {**base, "eventId": event_id, "timestamp": at, "correlationId": f"no-order-{n}"}
+        producer.produce(payments_topic, serde.encode_one(event, schema_id), b"extra",
+                         partition=n % PARTITIONS)
+    assert producer.flush(30) == 0
+    return ids
+
+
 def produce_extra(job: Job, lines: Path, orders_topic: str, payments_topic: str,
                   late_at: int, closing_at: int) -> set[str]:
     """Late records (one order, one payment) and, per repartition partition, a closing order and
@@ -111,26 +129,23 @@ def produce_extra(job: Job, lines: Path, orders_topic: str, payments_topic: str,
     return late
 
 
-def emitted(job: Job) -> tuple[Counter, set[str]]:
+def emitted(job: Job, topic: str) -> Counter:
     pairs = Counter()
-    for m in read_topic(job.config, job.output):
+    for m in read_topic(job.config, topic):
         row = orjson.loads(m.value())
         if "closing" not in (row["order"] or "") + (row["payment"] or ""):
             pairs[(row["order"], row["payment"])] += 1
-    late = {orjson.loads(m.value())["eventId"] for m in read_topic(job.config, job.echo)}
-    return pairs, late
+    return pairs
 
 
-@pytest.mark.parametrize(("how", "fault"), [
-    ("inner", None),
-    ("left", None),
-    ("right", None),
-    ("outer", None),
-    ("outer", "checkpoint.after_flush=kill@3"),  # kill -9: transaction flushed, not committed
+@pytest.mark.parametrize("fault", [
+    None,
+    "checkpoint.after_flush=kill@3",  # kill -9: transaction flushed, not committed
 ])
 def test_orders_join_payments_by_correlation_id_as_the_generators_file_says(
-    request, tmp_path, how, fault
+    request, tmp_path, fault
 ) -> None:
+    """Inner, left, right and outer joins of one topology over the same input."""
     fx = request.getfixturevalue
     job = Job(fx("new_topic"), fx("unique_name"), tmp_path, fx("kafka_bootstrap"),
               fx("schema_registry_url"), guarantee="exactly-once",
@@ -138,15 +153,22 @@ def test_orders_join_payments_by_correlation_id_as_the_generators_file_says(
     lines = tmp_path / "events.jsonl"
     start = int(time.time() * 1000) - 2 * 3_600_000
     orders_topic, payments_topic = generate(job, fx("unique_name")("join"), lines, start)
+    outputs = {how: job.output if how == "inner" else fx("new_topic")(how, partitions=2)
+               for how in HOWS}
     job.env.update({"HW_TEST_INPUT": orders_topic, "HW_TEST_PAYMENTS": payments_topic,
                     "HW_TEST_AFTER": f"{AFTER_MS}ms", "HW_TEST_GRACE": GRACE,
-                    "HW_TEST_JOIN_HOW": how, "HEADWATER_RESTART_BACKOFF_MS": "200"})
+                    "HEADWATER_RESTART_BACKOFF_MS": "200",
+                    **{f"HW_TEST_OUTPUT_{how.upper()}": t for how, t in outputs.items()}})
     if fault:
         job.env.update({"HEADWATER_FAILPOINTS": fault,
                         "HEADWATER_FAILPOINTS_FIRED": str(tmp_path / "fired")})
-    want = expected(lines, orders_topic, payments_topic, how)
-    kinds = Counter("pair" if o and p else "order only" if o else "payment only" for o, p in want)
-    assert kinds["pair"] > 200 and (how in ("inner", "right") or kinds["order only"] > 50)
+    want = {how: expected(lines, orders_topic, payments_topic, how) for how in HOWS}
+    orphans = produce_orphans(job, lines, payments_topic, at=start + 100_000)
+    for how in ("right", "outer"):
+        want[how].update((None, i) for i in orphans)
+    kinds = Counter("pair" if o and p else "order only" if o else "payment only"
+                    for o, p in want["outer"])
+    assert kinds["pair"] > 200 and kinds["order only"] > 50 and kinds["payment only"] > 0
 
     job.run(*CHECKPOINT_EVERY, *IDLE)  # everything generated, processed to the end
     want_late = produce_extra(job, lines, orders_topic, payments_topic,
@@ -155,8 +177,11 @@ def test_orders_join_payments_by_correlation_id_as_the_generators_file_says(
 
     if fault:
         assert (tmp_path / "fired" / fault.split("=")[0]).exists(), job.log_tail()
-    pairs, late = emitted(job)
-    assert pairs == want, (
-        f"missing {list((want - pairs).items())[:5]}, "
-        f"unexpected {list((pairs - want).items())[:5]}\n{job.log_tail()}")
-    assert late == want_late, job.log_tail()
+    for how in HOWS:
+        pairs = emitted(job, outputs[how])
+        assert pairs == want[how], (
+            f"{how}: missing {list((want[how] - pairs).items())[:5]}, "
+            f"unexpected {list((pairs - want[how]).items())[:5]}\n{job.log_tail()}")
+    late = Counter((v["eventId"], v["join"]) for m in read_topic(job.config, job.echo)
+                   for v in [orjson.loads(m.value())])
+    assert late == Counter((i, how) for i in want_late for how in HOWS), job.log_tail()
