@@ -59,9 +59,11 @@ class Node:
 
 
 def run_node(node: Node, frame: pl.DataFrame, ctx: ProcessingContext, default: ErrorPolicy) -> None:
-    """Apply ``node`` to ``frame`` and feed the result to every child, depth first, then each
-    side output to its nodes (an operator with side outputs implements ``take_side_outputs()``
+    """Apply ``node`` to ``frame`` (unless it has no rows) and feed the result to every child,
+    depth first, then each side output to its nodes (an operator with side outputs implements ``take_side_outputs()``
     and ``unrouted_side_output(name, rows, ctx)`` for outputs no node reads)."""
+    if frame.height == 0:  # nothing to do; and an empty frame may lack columns (a join's
+        return             # other side before it had a record) that a select would want
     out = _apply_guarded(node, frame, ctx, node.on_error or default)
     take = getattr(node.operator, "take_side_outputs", None)
     side = take() if take is not None else {}

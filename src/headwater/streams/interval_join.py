@@ -23,12 +23,12 @@ State (one store, changelogged and restored like all state), keys:
   derived from the frame and registered under ``<application_id>-<store>-<side>-value``. One
   value per key: a batch costs one ``get_many`` per side and partition and one columnar decode
   and encode, never a scan, and no Python per record.
-- ``X | bucket end | side | first offset``: the expiry index, one entry per batch and 1-second
+- ``X | bucket end | side | sequence``: the expiry index, one entry per batch and 1-second
   bucket of ``expiry = t + before + after + grace`` (big-endian sign-flipped time) listing the
   keys whose records expire in it; expiring is one range scan from the previous bound, never
   touches live keys, and costs one index write per batch, not per record.
 - ``S | side``: the side's Avro row schema, so unmatched rows get the other side's columns (as
-  nulls) after a restart too.
+  nulls) after a restart too; ``Q``: the index's write sequence.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from headwater.streams.aggregate import MissingKeyError
 from headwater.streams.context import ProcessingContext
 from headwater.streams.operators import Operator
 from headwater.streams.records import KEY, METADATA_COLUMNS, OFFSET, PARTITION, TIMESTAMP
-from headwater.streams.repartition import avro_schema_of
+from headwater.streams.repartition import avro_schema_of, storable
 from headwater.streams.task import TaskId
 from headwater.streams.time import TimerKind, TimerOperator, timer_rows
 from headwater.streams.window_aggregate import (
@@ -68,7 +68,7 @@ Side = Literal["left", "right"]
 
 JOIN_BUFFER_V1 = ValueFormat(JOIN_BUFFER_V1_ID, description="join buffer v1")
 _PREFIX: dict[str, bytes] = {"left": b"L", "right": b"R"}
-_INDEX, _SCHEMA = b"X", b"S"
+_INDEX, _SCHEMA, _SEQ = b"X", b"S", b"Q"
 INDEX_BUCKET_MS = 1_000
 """Expiry-index granularity: records are dropped (and unmatched ones emitted) once stream time
 passes the end of the bucket their expiry falls in, so at most this much (event time) late."""
@@ -107,6 +107,7 @@ def _entries_of(part: pl.DataFrame, matched: pl.Series | bool) -> pl.DataFrame:
     """A batch's rows as buffer entries: ``_key``, ``ts``, ``id`` (source offset), ``matched``
     and the row's user columns as the struct ``row``."""
     body = [c for c in part.columns if c not in METADATA_COLUMNS and c != _ROW]
+    part = storable(part)
     return part.select(
         KEY, pl.col(TIMESTAMP).alias(_TS), pl.col(OFFSET).alias(_ID),
         (pl.lit(matched) if isinstance(matched, bool) else matched).alias(_MATCHED),
@@ -181,6 +182,7 @@ class IntervalJoin:
             cache = ctx.state(self.store, int(keyless.get_column(PARTITION)[0]))
             meta = keyless.select([c for c in METADATA_COLUMNS if c in keyless.columns])
             out.append(self._unmatched(side, meta, keyless.drop(meta.columns), cache))
+        joined = pl.concat(out, how="diagonal_relaxed") if out else None
         # side effects last: a failed attempt (re-run row by row) dead-letters and stashes nothing
         if keyless.height and not self.outer(side):
             ctx.dead_letter(keyless, MissingKeyError(
@@ -190,7 +192,18 @@ class IntervalJoin:
             self._late.append(late.with_columns(
                 pl.col(_OBSERVED).alias(STREAM_TIME),
                 (pl.col(_OBSERVED) - closes).alias(LATE_BY_MS)).drop(_OBSERVED))
-        return pl.concat(out, how="diagonal_relaxed") if out else frame.clear().drop(_OBSERVED)
+        return joined if joined is not None else self._no_rows(side, frame.drop(_OBSERVED), None)
+
+    def _no_rows(self, side: Side, part: pl.DataFrame, cache: WriteBackCache | None
+                 ) -> pl.DataFrame:
+        """An empty output with every column known so far (both sides' when known), so what
+        follows the join sees one schema whether or not a batch paired anything."""
+        meta = part.select([c for c in METADATA_COLUMNS if c in part.columns]).clear()
+        body = part.drop([c for c in (*METADATA_COLUMNS, _ROW) if c in part.columns]).clear()
+        other: Side = "right" if side == "left" else "left"
+        theirs = self._null_columns(cache, other, 0)
+        left, right = (body, theirs) if side == "left" else (theirs, body)
+        return self._assemble(meta, left, right)
 
     def _join_partition(self, side: Side, partition: int, part: pl.DataFrame,
                         ctx: ProcessingContext) -> pl.DataFrame:
@@ -209,7 +222,7 @@ class IntervalJoin:
                                                     pl.col(TIMESTAMP) + hi))
                      .sort(_ROW, _TS, _ID))
         joined = (self._pairs(side, part, pairs, theirs) if pairs is not None and pairs.height
-                  else part.clear().drop(_ROW))
+                  else self._no_rows(side, part, cache))
         if pairs is not None and pairs.height and self.outer(other):
             hit = theirs.get_column(_AT).is_in(pairs.get_column(_AT).implode())  # type: ignore[union-attr]
             if (hit & ~theirs.get_column(_MATCHED)).any():  # type: ignore[union-attr]
@@ -258,15 +271,19 @@ class IntervalJoin:
 
     def _index(self, cache: WriteBackCache, side: Side, new: pl.DataFrame) -> None:
         """One expiry-index entry per due-time bucket of the batch: ``X | bucket end | side |
-        first offset`` -> the keys whose entries expire in the bucket (JSON)."""
+        write sequence`` -> the keys whose entries expire in the bucket (JSON). The sequence
+        (``Q``, per store partition, in the same cache) makes every write a new index key
+        whatever the rows' offsets (a join's input may carry offsets of several topics)."""
         due = (new.select(KEY, ((pl.col(_TS) + self.window.retention_ms) // INDEX_BUCKET_MS + 1)
-                          * INDEX_BUCKET_MS, pl.col(_ID).min().alias("__first"))
-               .group_by(_TS, maintain_order=True)
-               .agg(pl.col(KEY).unique(maintain_order=True), pl.col("__first").first()))
+                          * INDEX_BUCKET_MS)
+               .group_by(_TS, maintain_order=True).agg(pl.col(KEY).unique(maintain_order=True)))
+        stored = cache.get_many([_SEQ])[0]
+        seq = 0 if stored is None else int.from_bytes(
+            JOIN_BUFFER_V1.decode(stored, store=self.store, partition=-1), "big")
+        cache.put_many([_SEQ], [JOIN_BUFFER_V1.encode((seq + due.height).to_bytes(8, "big"))])
         ends = _time_bytes(due.get_column(_TS).to_numpy()).tobytes()
-        firsts = due.get_column("__first").to_numpy().astype(">i8").tobytes()
         prefix = _PREFIX[side]
-        keys = [_INDEX + ends[8 * n: 8 * n + 8] + prefix + firsts[8 * n: 8 * n + 8]
+        keys = [_INDEX + ends[8 * n: 8 * n + 8] + prefix + (seq + n).to_bytes(8, "big")
                 for n in range(due.height)]
         header = JOIN_BUFFER_V1.header
         cache.put_many(keys, [header + orjson.dumps(names)
@@ -333,8 +350,8 @@ class IntervalJoin:
         left, right = (body, nulls) if side == "left" else (nulls, body)
         return self._assemble(meta, left, right)
 
-    def _null_columns(self, cache: WriteBackCache, side: Side, n: int) -> pl.DataFrame:
-        stored = cache.get_many([_SCHEMA + _PREFIX[side]])[0]
+    def _null_columns(self, cache: WriteBackCache | None, side: Side, n: int) -> pl.DataFrame:
+        stored = None if cache is None else cache.get_many([_SCHEMA + _PREFIX[side]])[0]
         if stored is not None:
             text = JOIN_BUFFER_V1.decode(stored, store=self.store, partition=-1)
             schema = frame_schema(json.loads(text))

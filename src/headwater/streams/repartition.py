@@ -37,7 +37,7 @@ class Repartition(Operator):
     def apply(self, frame: pl.DataFrame, ctx: ProcessingContext) -> pl.DataFrame:
         if frame.height == 0:
             return frame
-        body = frame.select(user_columns(frame))
+        body = storable(frame.select(user_columns(frame)))
         schema = json.dumps(avro_schema_of(body.schema, f"Repartition_{_avro_name(self.store)}"))
         topic = ctx.internal_topic(self.store)
         values = ctx.encode_avro(body, f"{topic}-value", schema)
@@ -45,6 +45,38 @@ class Repartition(Operator):
         stamps = frame.get_column(TIMESTAMP).fill_null(0).clip(lower_bound=0).to_list()
         ctx.produce(topic, keys, values, stamps)
         return frame
+
+
+def storable(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with every column (or nested field) of Polars type ``Null`` cast to ``String``:
+    a JSON field null in every row of a batch has no type, and Avro needs one. Call it before
+    :func:`avro_schema_of` on frames about to be encoded."""
+    casts = {c: _typed(d) for c, d in frame.schema.items() if _has_null(d)}
+    return frame.cast(casts) if casts else frame  # type: ignore[arg-type]
+
+
+def _has_null(dtype: pl.DataType) -> bool:
+    base = dtype.base_type()
+    if base == pl.Null:
+        return True
+    if base in (pl.List, pl.Array):
+        return _has_null(dtype.inner)  # type: ignore[attr-defined]
+    if base == pl.Struct:
+        return any(_has_null(f.dtype) for f in dtype.fields)  # type: ignore[attr-defined]
+    return False
+
+
+def _typed(dtype: pl.DataType) -> pl.DataType:
+    base = dtype.base_type()
+    if base == pl.Null:
+        return pl.String()
+    if base == pl.List:
+        return pl.List(_typed(dtype.inner))  # type: ignore[attr-defined]
+    if base == pl.Array:
+        return pl.Array(_typed(dtype.inner), dtype.size)  # type: ignore[attr-defined]
+    if base == pl.Struct:
+        return pl.Struct([pl.Field(f.name, _typed(f.dtype)) for f in dtype.fields])  # type: ignore[attr-defined]
+    return dtype
 
 
 def avro_schema_of(schema: pl.Schema, name: str) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from headwater.streams.context import ProcessingContext
 from headwater.streams.execution import Node
 from headwater.streams.operators import Operator
 from headwater.streams.records import KEY, PARTITION, TIMESTAMP, RecordBatch, user_columns
-from headwater.streams.repartition import _avro_name, avro_schema_of
+from headwater.streams.repartition import _avro_name, avro_schema_of, storable
 from headwater.streams.topology import (
     SourceSpec, StoreSpec, Stream, Topology, TopologyError, ValueFormat,
 )
@@ -368,7 +368,7 @@ class ToTable(Operator):
         last = frame.unique(subset=[PARTITION, KEY], keep="last", maintain_order=True)
         if last.height == 0:
             return frame
-        body = last.select(user_columns(last))
+        body = storable(last.select(user_columns(last)))
         schema = json.dumps(avro_schema_of(body.schema, f"Table_{_avro_name(self.store)}"))
         values = ctx.encode_avro(body, ctx.row_subject(self.store), schema)
         parts = last.get_column(PARTITION).to_numpy()
