@@ -35,11 +35,10 @@ from headwater.connectors.dlq import DeadLetter
 from headwater.errors import HeadwaterError
 from headwater.state.cache import WriteBackCache
 from headwater.state.manager import StateManager
+from headwater.streams.dead_letters import dead_letters_of, to_dead_letter
 from headwater.streams.decode import BatchDecoder, JsonDecoder, RawDecoder
 from headwater.streams.execution import Node, OperatorError, run_node
-from headwater.streams.records import (
-    KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC, RawRecord, RecordBatch, user_columns,
-)
+from headwater.streams.records import TIMESTAMP, RecordBatch
 from headwater.streams.sink import (
     Checkpoint, Sink, SourceRange, Staged, TaskCommit, TaskPosition,
 )
@@ -130,20 +129,7 @@ class BatchContext(TableLookups, ABC):
         Rows that trace to no record of the current batch (rows a timer emitted) are
         dead-lettered as themselves: key ``_key``, value the row's user columns as JSON.
         """
-        batch = self._batch
-        letters, traced = [], []
-        if batch is not None:
-            seen: set[int] = set()
-            for topic, partition, offset in rows.select(TOPIC, PARTITION, OFFSET).iter_rows():
-                i = batch.position(partition, offset) if topic == batch.topic else None
-                traced.append(i is not None)
-                if i is not None and i not in seen:
-                    seen.add(i)
-                    letters.append(to_dead_letter(batch.record(i), error, operator))
-        untraced = rows.filter(~pl.Series(traced, dtype=pl.Boolean)) if traced else rows
-        letters += [_row_dead_letter(meta, body, error, operator) for meta, body in
-                    zip(untraced.select(KEY, TOPIC, PARTITION, OFFSET, TIMESTAMP).iter_rows(),
-                        _json_rows(untraced))]
+        letters = dead_letters_of(rows, self._batch, error, operator)
         if letters:
             self.send_dead_letters(letters)
 
@@ -485,38 +471,3 @@ def plain_decoder(spec: SourceSpec) -> BatchDecoder:
     if spec.value_format == "raw":
         return RawDecoder()
     raise ValueError(f"{spec.topic}: {spec.value_format} sources need a schema registry")
-
-
-def to_dead_letter(record: RawRecord, error: BaseException, operator: str) -> DeadLetter:
-    """A dead letter for ``record`` carrying the original bytes and the error."""
-    return DeadLetter(
-        key=record.key,
-        value=record.value,
-        headers=record.headers,
-        error_class=type(error).__name__,
-        error_message=str(error) or repr(error),
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        operator=operator,
-        source_timestamp_ms=record.timestamp_ms,
-    )
-
-
-def _json_rows(rows: pl.DataFrame) -> list[bytes]:
-    if rows.height == 0:
-        return []
-    if not user_columns(rows):
-        return [b"{}"] * rows.height
-    return rows.select(user_columns(rows)).write_ndjson().encode().split(b"\n")[: rows.height]
-
-
-def _row_dead_letter(meta: tuple, body: bytes, error: BaseException, operator: str) -> DeadLetter:
-    key, topic, partition, offset, timestamp = meta
-    return DeadLetter(
-        key=None if key is None else key.encode(), value=body, headers=None,
-        error_class=type(error).__name__, error_message=str(error) or repr(error),
-        source_topic=topic or "", source_partition=partition if partition is not None else -1,
-        source_offset=offset if offset is not None else -1, operator=operator,
-        source_timestamp_ms=timestamp,
-    )

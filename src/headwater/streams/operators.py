@@ -137,7 +137,7 @@ class FilterRows(Operator):
 class ToTopic(Operator):
     """Produce each row to a topic: key from ``_key``, value as JSON or Confluent Avro, record
     timestamp from ``_timestamp`` (the event time travels with the record, as in Kafka Streams;
-    the runtime stamps a future one "now": see ``_KafkaContext.produce``)."""
+    the runtime stamps a future one "now": see ``KafkaContext.produce``)."""
 
     topic: str
     value_format: str = "json"

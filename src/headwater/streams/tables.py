@@ -43,6 +43,7 @@ import polars as pl
 from headwater.errors import HeadwaterError
 from headwater.state.store import KeyValueStore
 from headwater.streams.context import ProcessingContext
+from headwater.streams.dead_letters import to_dead_letter
 from headwater.streams.execution import Node
 from headwater.streams.operators import Operator
 from headwater.streams.records import KEY, PARTITION, TIMESTAMP, RecordBatch, user_columns
@@ -405,7 +406,6 @@ def table_frame(ctx: BatchContext, spec: SourceSpec, decoder: BatchDecoder,
     dead-lettered and not applied. Tombstones skip the decoder (which rejects them) and keep
     their record timestamp. Rows stay in batch order (offset order per partition).
     """
-    from headwater.streams.batch import to_dead_letter
     from headwater.streams.time import EventTimeError, with_event_time
 
     keyless = [i for i, k in enumerate(batch.keys) if k is None]

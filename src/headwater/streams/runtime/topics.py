@@ -15,12 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from headwater.connectors.dlq import dlq_size_limit, ensure_dlq_topic
 from headwater.connectors.readiness import wait_for_leaders
 from headwater.errors import StartupError
+from headwater.state.changelog import ensure_changelog_topics
+
+if TYPE_CHECKING:
+    from headwater.config import Settings
+    from headwater.connectors.dlq import DeadLetterWriter
+    from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.topics")
 
@@ -37,6 +45,55 @@ class TopicError(StartupError):
     def __init__(self, topic: str, reason: str) -> None:
         self.topic = topic
         super().__init__(f"topic {topic!r}: {reason}")
+
+
+def prepare_topics(
+    admin: AdminClient,
+    topology: Topology,
+    settings: Settings,
+    *,
+    physical: Mapping[str, str],
+    changelogs: Mapping[str, str],
+    consumer: Consumer,
+    dead_letters: DeadLetterWriter,
+    producer_config: Mapping[str, object],
+) -> dict[str, int]:
+    """Everything a worker does to topics before its first poll: check sources (and global
+    tables' topics) and co-partitioning; create outputs and internal topics (repartition topics
+    under their ``physical`` names, the DLQ, the store ``changelogs``); size ``dead_letters``'
+    largest message from the DLQ topic and the ``producer_config``.
+
+    Returns the partition counts of the global tables' topics.
+
+    Raises:
+        TopicError: a topic is missing, mis-partitioned or cannot be created.
+    """
+    external = [t for t, spec in topology.sources.items() if not spec.internal]
+    outputs = [t for t in topology.outputs if t not in physical.values()]
+    globals_ = list(topology.global_tables)
+    must_exist = external + globals_ + ([] if settings.auto_create_topics else outputs)
+    existing = partition_counts(admin, required=must_exist)
+    counts = check_sources(existing, external)
+    global_counts = check_sources(existing, globals_)
+    groups = topology.copartition_groups()
+    check_copartitioned(groups, counts)
+    count = max(counts.values())
+    replication = settings.internal_replication_factor
+    ensure_topics(
+        admin, {t: count for t in outputs}, existing, consumer=consumer,
+        replication_factor=replication, create=settings.auto_create_topics,
+    )
+    ensure_dlq_topic(admin, dead_letters.topic, replication_factor=replication)
+    dead_letters.max_message_bytes = dlq_size_limit(admin, dead_letters.topic, producer_config)
+    internal = {physical[t]: internal_count(t, groups, counts, count)
+                for t, spec in topology.sources.items() if spec.internal}
+    ensure_topics(admin, internal, existing,
+                  consumer=consumer, replication_factor=replication,
+                  config=REPARTITION_TOPIC_CONFIG, kind="repartition")
+    if changelogs:
+        ensure_changelog_topics(admin, {t: count for t in changelogs.values()},
+                                replication_factor=replication)
+    return global_counts
 
 
 def partition_counts(admin: AdminClient, timeout_s: float = 30.0, required: Iterable[str] = (),

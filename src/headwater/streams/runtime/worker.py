@@ -1,9 +1,10 @@
 """One worker = one process = one consumer group member running a topology.
 
-Lifecycle: ``Worker.run()`` checks and prepares every topic, subscribes, then loops: restore
-newly assigned stores a step at a time (their partitions paused), consume a batch, split it by
-source topic, process each part as one frame, checkpoint when the interval or the record budget
-is reached. ``stop()`` (SIGTERM) ends the loop; the worker then checkpoints and closes.
+Lifecycle: ``Worker.run()`` checks and prepares every topic (:func:`.topics.prepare_topics`),
+subscribes, then loops: restore newly assigned stores a step at a time (their partitions paused),
+consume a batch, split it by source topic, process each part as one frame, checkpoint when the
+interval or the record budget is reached. ``stop()`` (SIGTERM) ends the loop; the worker then
+checkpoints and closes. Operators reach the worker through its :class:`.context.KafkaContext`.
 
 Failure atomicity: the first failure anywhere (a batch, a checkpoint step, a rebalance callback,
 a fatal consumer error) marks the worker failed. A failed worker never checkpoints again, not
@@ -17,38 +18,28 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import polars as pl
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from headwater.config import Settings
-from headwater.connectors.dlq import (
-    DeadLetter,
-    DeadLetterWriter,
-    dlq_size_limit,
-    dlq_topic,
-    ensure_dlq_topic,
-)
-from headwater.connectors.produce import produce as produce_retrying
+from headwater.connectors.dlq import DeadLetterWriter, dlq_topic
 from headwater.errors import HeadwaterError
 from headwater.failpoints import failpoint
-from headwater.state.changelog import changelog_topic, ensure_changelog_topics
+from headwater.state.changelog import changelog_topic
 from headwater.state.manager import StateManager
 from headwater.state.restorer import ChangelogRestorer
-from headwater.streams.batch import BatchContext, plain_decoder
+from headwater.streams.batch import plain_decoder
 from headwater.streams.decode import BatchDecoder
 from headwater.streams.records import RecordBatch
-from headwater.streams.repartition import REPARTITION_SUFFIX
 from headwater.streams.runtime import checkpoint as cp
 from headwater.streams.runtime import clients
 from headwater.streams.runtime import topics
 from headwater.streams.runtime.assignment import Assignments
+from headwater.streams.runtime.context import KafkaContext
 from headwater.streams.runtime.global_tables import GlobalTableReader
-from headwater.streams.tables import GlobalStore
-from headwater.streams.task import TaskId
 from headwater.streams.topology import Topology
 
 log = logging.getLogger("headwater.worker")
@@ -84,73 +75,6 @@ class WorkerOptions:
     until_idle_s: float | None = None
     commit_every_records: int = 0
     auto_offset_reset: str = "earliest"
-
-
-class _KafkaContext(BatchContext):
-    def __init__(self, worker: Worker) -> None:
-        super().__init__(worker.topology, worker.stores)
-        self._worker = worker
-
-    def produce(
-        self,
-        topic: str,
-        keys: Sequence[bytes | None],
-        values: Sequence[bytes | None],
-        timestamps_ms: Sequence[int] | None = None,
-    ) -> None:
-        worker = self._worker
-        worker.begin_effects()
-        producer = worker.producer
-        produce, callback = producer.produce, worker.tracker.on_delivery
-        times = timestamps_ms if timestamps_ms is not None else [0] * len(keys)
-        # brokers reject timestamps too far ahead (Kafka 4: 1 h by default) and one future event
-        # time must not fail every checkpoint: stamp it now (the value keeps the event time);
-        # repartition topics accept any time and keep it (topics.REPARTITION_TOPIC_CONFIG)
-        latest = None if topic in worker.repartition_topics else int(time.time() * 1000)
-        if latest is not None:
-            times = [t if t <= latest else latest for t in times]
-        for key, value, ts in zip(keys, values, times, strict=True):
-            try:
-                produce(topic, value, key, on_delivery=callback, timestamp=ts)
-            except BufferError:
-                produce_retrying(producer, topic, value=value, key=key, on_delivery=callback,
-                                 timestamp=ts)
-
-    def internal_topic(self, store_name: str) -> str:
-        return self._worker.physical[f"{store_name}{REPARTITION_SUFFIX}"]
-
-    def caught_up(self, task: TaskId) -> bool:
-        """The consumer's position has reached the end of every partition of the task, as the
-        last fetch responses told it (read_committed: the last stable offset). No broker call:
-        the loop never blocks on it."""
-        consumer, physical = self._worker.consumer, self._worker.physical
-        ends = self.tasks[task].end
-        for topic, partition in self.partitions_of(task):
-            tp = TopicPartition(physical.get(topic, topic), partition)
-            position = consumer.position([tp])[0].offset
-            if position < 0:  # nothing consumed since the assignment: the committed offset
-                position = ends.get((topic, partition), -1)
-            _, high = consumer.get_watermark_offsets(tp, cached=True)  # every fetch updates it
-            if high < 0 or position < 0 or position < high:  # unknown yet: not idle yet
-                return False
-        return True
-
-    def send_dead_letters(self, letters: list[DeadLetter]) -> None:
-        self._worker.begin_effects()
-        self._worker.dead_letters.send(letters)
-
-    def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
-        return self._worker.avro().encode(frame, subject, schema)
-
-    def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
-        return self._worker.avro().decode_rows(values)
-
-
-    def source_decoder(self, topic: str) -> BatchDecoder:
-        return self._worker._decoder(topic)
-
-    def global_store(self, topic: str) -> GlobalStore:
-        return self._worker.global_tables.store(topic)
 
 
 class Worker:
@@ -209,7 +133,7 @@ class Worker:
         self.consumer = Consumer(clients.consumer_config(settings, self.options))
         self.producer = Producer(clients.producer_config(settings, self.options))
         self.dead_letters = DeadLetterWriter(self.producer, dlq_topic(settings.application_id))
-        self.context = _KafkaContext(self)
+        self.context = KafkaContext(self)
         self.restorer = ChangelogRestorer(kafka, True, self.stores)
         self.assignments = Assignments(
             self.consumer, self.context, self.restorer, self.stores, self.changelogs,
@@ -485,33 +409,10 @@ class Worker:
     def _prepare_topics(self) -> None:
         """Check sources and co-partitioning; create outputs and internal topics."""
         admin = self._admin = AdminClient(self.settings.kafka_client_config())
-        external = [t for t, spec in self.topology.sources.items() if not spec.internal]
-        outputs = [t for t in self.topology.outputs if t not in self.physical.values()]
-        globals_ = list(self.topology.global_tables)
-        must_exist = external + globals_ + ([] if self.settings.auto_create_topics else outputs)
-        existing = topics.partition_counts(admin, required=must_exist)
-        counts = topics.check_sources(existing, external)
-        self._global_counts = topics.check_sources(existing, globals_)
-        groups = self.topology.copartition_groups()
-        topics.check_copartitioned(groups, counts)
-        count = max(counts.values())
-        replication = self.settings.internal_replication_factor
-        topics.ensure_topics(
-            admin, {t: count for t in outputs}, existing, consumer=self.consumer,
-            replication_factor=replication, create=self.settings.auto_create_topics,
-        )
-        ensure_dlq_topic(admin, self.dead_letters.topic, replication_factor=replication)
-        self.dead_letters.max_message_bytes = dlq_size_limit(
-            admin, self.dead_letters.topic, clients.producer_config(self.settings, self.options)
-        )
-        internal = {self.physical[t]: topics.internal_count(t, groups, counts, count)
-                    for t, spec in self.topology.sources.items() if spec.internal}
-        topics.ensure_topics(admin, internal, existing,
-                             consumer=self.consumer, replication_factor=replication,
-                             config=topics.REPARTITION_TOPIC_CONFIG, kind="repartition")
-        if self.changelogs:
-            ensure_changelog_topics(admin, {t: count for t in self.changelogs.values()},
-                                    replication_factor=replication)
+        self._global_counts = topics.prepare_topics(
+            admin, self.topology, self.settings, physical=self.physical,
+            changelogs=self.changelogs, consumer=self.consumer, dead_letters=self.dead_letters,
+            producer_config=clients.producer_config(self.settings, self.options))
 
     def _decoder(self, topic: str) -> BatchDecoder:
         decoder = self._decoders.get(topic)
