@@ -150,7 +150,9 @@ def w4() -> Topology:
 def w4t() -> Topology:
     """Orders (BENCH_INPUT, keyed by userId) enriched with the user's profile from the users
     table (BENCH_INPUT2: user.registered keyed by userId, compacted; latest value per key), left
-    join on the order's userId. JSON ``{orderId, userId, totalAmount, email, firstName, lastName,
+    join by the orders' record key (the userId): the topics are co-partitioned, so no
+    repartition (a lookup by a column, ``on="userId"``, would re-key the stream through a
+    repartition topic). JSON ``{orderId, userId, totalAmount, email, firstName, lastName,
     country}`` keyed by the userId."""
     env = PeerEnv.load()
     topology = Topology("bench-w4t", idle_timeout=None)
@@ -159,7 +161,7 @@ def w4t() -> Topology:
     users = topology.table(env.input2, value_format=env.fmt, store="w4t-users")  # type: ignore[arg-type]
     left = orders.select(orderId=_payload("orderId"), userId=pl.col("userId"),
                          totalAmount=_payload("totalAmount"), name="order-fields")
-    enriched = left.join_table(users, on="userId", how="left")
+    enriched = left.join_table(users, how="left")
     enriched.select(
         "orderId", "userId", "totalAmount",
         *(_payload(f).alias(f) for f in ("email", "firstName", "lastName", "country")),
