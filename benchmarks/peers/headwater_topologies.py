@@ -150,15 +150,26 @@ def w4() -> Topology:
 def w4t() -> Topology:
     """Orders (BENCH_INPUT, keyed by userId) enriched with the user's profile from the users
     table (BENCH_INPUT2: user.registered keyed by userId, compacted; latest value per key), left
-    join by the orders' record key (the userId): the topics are co-partitioned, so no
-    repartition (a lookup by a column, ``on="userId"``, would re-key the stream through a
-    repartition topic). JSON ``{orderId, userId, totalAmount, email, firstName, lastName,
-    country}`` keyed by the userId."""
+    join by the orders' record key (the userId). JSON ``{orderId, userId, totalAmount, email,
+    firstName, lastName, country}`` keyed by the userId.
+
+    The table is a **global table** (the default; every worker reads the whole users topic to
+    its end before it processes any order, then keeps it up to date): the way headwater serves
+    small reference data, with no co-partitioning needed. ``BENCH_W4T_TABLE=table`` uses the
+    co-partitioned ``topology.table`` instead (the users topic is then a source of the orders'
+    tasks, read alongside the orders with no ordering between the two; see docs/benchmarks.md).
+    Either way the lookup is by record key: a lookup by a column (``on="userId"``) would re-key
+    the stream through a repartition topic first.
+    """
     env = PeerEnv.load()
     topology = Topology("bench-w4t", idle_timeout=None)
     orders = topology.source(env.input, value_format=env.fmt, event_time="timestamp")  # type: ignore[arg-type]
     orders.sink(_Probe(), name="first-consumed")
-    users = topology.table(env.input2, value_format=env.fmt, store="w4t-users")  # type: ignore[arg-type]
+    if os.environ.get("BENCH_W4T_TABLE", "global") == "table":
+        users = topology.table(env.input2, value_format=env.fmt, store="w4t-users",  # type: ignore[arg-type]
+                               event_time="timestamp")
+    else:
+        users = topology.global_table(env.input2, value_format=env.fmt, store="w4t-users")  # type: ignore[arg-type]
     left = orders.select(orderId=_payload("orderId"), userId=pl.col("userId"),
                          totalAmount=_payload("totalAmount"), name="order-fields")
     enriched = left.join_table(users, how="left")
