@@ -83,7 +83,8 @@ def main(workload: str) -> None:
         payments = app.dataframe(topic(env.input2, "payment.succeeded")).update(first).apply(w4_payment)
         # a payment at tr matches an order at tl when tl <= tr <= tl + 10 min: Quix looks, for
         # each order, at payments in [tl - backward_ms, tl] and, for each payment, at orders in
-        # [tr - forward_ms, tr]; records are kept grace_ms of event time per key
+        # [tr - forward_ms, tr]; records are kept grace_ms of event time per key (here the
+        # bound plus the grace headwater gets: 20 minutes; one order and one payment per key)
         sdf = sdf.apply(w4_order).join_interval(
             payments, how="inner", on_merge=lambda order, payment: {**order, **payment},
             backward_ms=spec.before_ms, forward_ms=spec.after_ms,

@@ -41,7 +41,7 @@ MIN = 60_000
 def test_the_join_workloads_are_registered_and_opt_in() -> None:
     assert set(JOINS) <= set(WORKLOADS)
     assert not set(JOINS) & set(DEFAULT_WORKLOADS)
-    assert INTERVAL_JOINS["W4"] == IntervalJoinSpec(before_ms=0, after_ms=10 * MIN, grace_ms=0)
+    assert INTERVAL_JOINS["W4"] == IntervalJoinSpec(before_ms=0, after_ms=10 * MIN, grace_ms=10 * MIN)
 
 
 def test_interval_join_pairs_every_right_record_within_the_bounds_inclusive() -> None:
