@@ -140,3 +140,24 @@ def domain_windows() -> Topology:
         result.late.select(pl.col("eventId").cast(pl.String), pl.lit(kind).alias("kind")) \
             .to_topic(os.environ["HW_TEST_ECHO"])
     return topology
+
+
+def order_payments() -> Topology:
+    """``order.created`` (HW_TEST_INPUT) joined with ``payment.succeeded`` (HW_TEST_PAYMENTS),
+    both Avro keyed by userId, re-keyed by ``correlationId`` (so both go through repartition
+    topics), payments within [0, HW_TEST_AFTER] after the order (grace HW_TEST_GRACE), join type
+    HW_TEST_JOIN_HOW: ``order`` and ``payment`` eventIds (null when unmatched) to
+    HW_TEST_OUTPUT; late records (``eventId``, ``eventType``) to HW_TEST_ECHO."""
+    topology = Topology("order-payments")
+    orders = topology.source(os.environ["HW_TEST_INPUT"], event_time="timestamp")
+    payments = topology.source(os.environ["HW_TEST_PAYMENTS"], event_time="timestamp")
+    joined = orders.key_by("correlationId").join(
+        payments.key_by("correlationId"), store="order-payments", before=0,
+        after=os.environ["HW_TEST_AFTER"], grace=os.environ["HW_TEST_GRACE"],
+        how=os.environ["HW_TEST_JOIN_HOW"])  # type: ignore[arg-type]
+    joined.select(order=pl.col("eventId").cast(pl.String),
+                  payment=pl.col("eventId_right").cast(pl.String)
+                  ).to_topic(os.environ["HW_TEST_OUTPUT"])
+    joined.late.select(pl.col("eventId").cast(pl.String), "eventType").to_topic(
+        os.environ["HW_TEST_ECHO"])
+    return topology

@@ -21,6 +21,11 @@ instead of being misread:
   little-endian ``int64`` count ``n`` + ``n`` sorted ``int64`` times + ``n`` window rows v1 values
   (the accumulator of the records at each time); with ``n = 0`` (header only) an expiry marker.
 
+- ``JOIN_BUFFER_V1`` (id 7): one side's buffered records of one key in an interval join,
+  ``0x07`` + a Confluent-framed Avro record ``{entries: [{ts, id, matched, row}]}`` (see
+  :mod:`headwater.streams.interval_join`); also ``0x07`` + a side's row schema (JSON), and
+  ``0x07`` alone as an expiry-index marker.
+
 The store-level TTL prefix (``headwater.state.ttl``) goes *before* this header: a TTL store's
 stored value is ``write time (8 bytes) + format id + fingerprint + payload``; the store strips the
 TTL prefix before an operator sees the value. Ids are never reused: a new layout gets a new id.
@@ -38,7 +43,7 @@ from headwater.state.errors import StateError
 
 FORMAT_NAMES: dict[int, str] = {
     1: "json v1", 2: "aggregate rows v1", 3: "window rows v1", 4: "session index v1",
-    5: "window rows v2", 6: "sliding index v1",
+    5: "window rows v2", 6: "sliding index v1", 7: "join buffer v1",
 }
 """Every format id ever assigned -> its name (for error messages). Never reuse an id."""
 
@@ -48,6 +53,7 @@ WINDOW_ROWS_V1_ID = 3
 SESSION_INDEX_V1_ID = 4
 WINDOW_ROWS_V2_ID = 5
 SLIDING_INDEX_V1_ID = 6
+JOIN_BUFFER_V1_ID = 7
 
 _HEADER_FIELD = "_hw_header"
 _RESET_HINT = "reset the application (its local state and changelog) or use a new store name"

@@ -40,6 +40,14 @@ class ProcessingContext(Protocol):
     def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
         """Encode the frame's user columns as Confluent-framed Avro under ``subject``."""
 
+    def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode Confluent-framed Avro (what :meth:`encode_avro` wrote) into a frame in the
+        writer schema's layout (user columns only, in input order)."""
+
+    def row_subject(self, name: str) -> str:
+        """The registry subject for rows an operator keeps in state under ``name``
+        (``<application_id>-<name>-value``)."""
+
     def now_ms(self) -> int:
         """Processing time (controllable in the test driver)."""
 

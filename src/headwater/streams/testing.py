@@ -42,6 +42,7 @@ import polars as pl
 
 from headwater.connectors.dlq import DeadLetter
 from headwater.state.manager import StateManager
+from headwater.schemas.layout import frame_schema
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder, Rejected, with_metadata
 from headwater.streams.partitioner import partition_for
@@ -337,6 +338,22 @@ class InProcessTestDriver(BatchContext):
             fastavro.schemaless_writer(buf, parsed, row)
             out.append(buf.getvalue())
         return out
+
+    def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
+        texts = {sid: schema for (_, schema), sid in self._schema_ids.items()}
+        ids = [int.from_bytes(v[1:5], "big") for v in values]
+        parts = []
+        for sid in dict.fromkeys(ids):  # one frame per writer schema, in its exact layout
+            picked = [i for i, x in enumerate(ids) if x == sid]
+            rows = [self._decode_avro(values[i]) for i in picked]
+            frame = pl.from_dicts(rows, schema=frame_schema(orjson.loads(texts[sid])))
+            parts.append(frame.with_columns(pl.Series("__row", picked, pl.Int64)))
+        if not parts:
+            return pl.DataFrame()
+        return pl.concat(parts, how="diagonal_relaxed").sort("__row").drop("__row")
+
+    def row_subject(self, name: str) -> str:
+        return f"{self.topology.name}-{name}-value"
 
     # --- internals --------------------------------------------------------------------------
 

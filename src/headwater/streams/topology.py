@@ -47,6 +47,10 @@ ValueFormat = Literal["avro", "json", "raw"]
 
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from headwater.streams.interval_join import JoinHow
+    from headwater.streams.joined import JoinedStream
     from headwater.streams.windowed import WindowedStream
 
 class TopologyError(HeadwaterError):
@@ -206,6 +210,29 @@ class Stream:
             raise TopologyError("window() takes tumbling(...), hopping(...), session(...) or "
                                 f"sliding(...), got {window!r}")
         return WindowedStream(self, window)
+
+    def join(self, other: Stream, *, store: str, before: str | int | timedelta = 0,
+             after: str | int | timedelta = 0, grace: str | int | timedelta = 0,
+             how: JoinHow = "inner", suffix: str = "_right", co_partitioned: bool = False,
+             name: str = "join", on_error: ErrorPolicy | None = None) -> JoinedStream:
+        """Join with ``other`` on the key within a time bound (an interval join): a record of
+        this stream at ``t`` pairs with every ``other`` record of the same key whose event time
+        is in ``[t - before, t + after]``; several matches give several rows.
+
+        ``how``: ``inner``; ``left``/``right``/``outer`` also emit the unmatched records of that
+        side (the other side's columns null) once stream time passes ``t + before + after +
+        grace``. Output: the metadata of the record that completed the pair, ``_timestamp`` the
+        later event time, this stream's columns, then ``other``'s (names already taken get
+        ``suffix``). Records too late to match leave on :attr:`JoinedStream.late` (else the DLQ).
+        Both streams go through repartition topics after ``key_by`` unless ``co_partitioned``;
+        their topics must have equal partition counts (checked at start). State lives in
+        ``store`` (see :mod:`headwater.streams.interval_join`; docs/joins.md).
+        """
+        from headwater.streams.joined import join_streams
+
+        return join_streams(self, other, store=store, before=before, after=after, grace=grace,
+                            how=how, suffix=suffix, co_partitioned=co_partitioned, name=name,
+                            on_error=on_error)
 
     def process(self, fn: ProcessFn, *, store: str, name: str = "process",
                 ttl_ms: int | None = None, co_partitioned: bool = False,
@@ -421,6 +448,13 @@ class Topology:
         self._joined.append(tuple(topics))
         self._plan = None
 
+    def _source_of(self, node: Node | None) -> str:
+        """The source topic whose tree holds ``node``."""
+        for topic, (_, root) in self._roots.items():
+            if _holds(root, node):
+                return topic
+        raise TopologyError("a stream of another topology")
+
     def _sub(self, subtopology: int) -> SubTopology:
         plan = self.subtopologies
         if not 0 <= subtopology < len(plan):
@@ -446,8 +480,9 @@ class Topology:
             stores: list[StoreSpec] = []
             sinks: list[Sink] = []
             timers: list[Node] = []
+            seen: set[int] = set()
             for topic in topics:
-                _walk(self._roots[topic][1], self._stores, stores, sinks, timers)
+                _walk(self._roots[topic][1], self._stores, stores, sinks, timers, seen)
             plan.append(SubTopology(sub_id, tuple(topics), tuple(stores), tuple(sinks),
                                     tuple(timers)))
         return plan
@@ -467,13 +502,31 @@ class Topology:
         return label
 
 
+def _holds(root: Node, node: Node | None) -> bool:
+    pending, seen = [root], set()
+    while pending:
+        current = pending.pop()
+        if current is node:
+            return True
+        if id(current) not in seen:
+            seen.add(id(current))
+            pending += [*current.children, *(n for side in current.side.values() for n in side)]
+    return False
+
+
 def _walk(node: Node, specs: dict[str, StoreSpec], stores: list[StoreSpec], sinks: list[Sink],
-          timers: list[Node]) -> None:
+          timers: list[Node], seen: set[int] | None = None) -> None:
+    """Collect the stores, sinks and timer nodes under ``node``; each node once (a join's two
+    inputs share their output nodes)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     op = node.operator
-    stores.extend(specs[n] for n in op.store_names() if n in specs)
+    stores.extend(specs[n] for n in op.store_names() if n in specs and specs[n] not in stores)
     if isinstance(op, SinkOperator) and not any(s is op.sink for s in sinks):
         sinks.append(op.sink)
     if isinstance(op, TimerOperator):
         timers.append(node)
     for child in [*node.children, *(n for side in node.side.values() for n in side)]:
-        _walk(child, specs, stores, sinks, timers)
+        _walk(child, specs, stores, sinks, timers, seen)

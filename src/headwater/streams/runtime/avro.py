@@ -15,6 +15,7 @@ logged) and nothing can be recognised as foreign. Registry outages raise
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -23,6 +24,7 @@ from headwater.errors import HeadwaterError
 from headwater.schemas.errors import SubjectNotFound
 from headwater.schemas.registry import AvroSchema, SchemaCache
 from headwater.schemas.serde import AvroSerde
+from headwater.state.errors import StateError
 from headwater.streams.decode import EmptyValueError, Rejected, with_metadata
 from headwater.streams.records import RecordBatch
 from headwater.streams.topology import SourceSpec
@@ -32,6 +34,10 @@ log = logging.getLogger("headwater.avro")
 
 class DecodeAccountingError(HeadwaterError):
     """A decoder returned fewer rows + rejections than records (a bug: records would vanish)."""
+
+
+class UndecodableStateRows(StateError):
+    """Rows the engine kept in state (framed Avro) no longer decode."""
 
 
 class AvroSourceDecoder:
@@ -128,6 +134,7 @@ class AvroCodec:
             cache = SchemaCache.from_url(url, transient_retry_ms=settings.transient_retry_ms, **conf)
         self.cache = cache
         self._writer = AvroSerde(self.cache)
+        self._rows = AvroSerde(self.cache)
         self._ids: dict[tuple[str, str], int] = {}
 
     def decoder(self, spec: SourceSpec) -> AvroSourceDecoder:
@@ -138,6 +145,22 @@ class AvroCodec:
         """
         reader, subject = declared_schema(self.cache, spec)
         return AvroSourceDecoder(AvroSerde(self.cache, reader, reader_subject=subject))
+
+    def decode_rows(self, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode framed payloads this worker's engine wrote (state rows) in writer layout.
+
+        Raises:
+            UndecodableStateRows: a payload does not decode (corrupt state: never a record's
+                fault, so it fails the worker).
+            SchemaRegistryUnavailable: a writer schema could not be fetched.
+        """
+        decoded = self._rows.decode_batch(list(values))
+        if decoded.rejected:
+            first = decoded.rejected[0]
+            raise UndecodableStateRows(
+                f"{len(decoded.rejected)} state row(s) do not decode, e.g. #{first.index}: "
+                f"{first.error}")
+        return decoded.frame
 
     def encode(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
         """Encode ``frame`` with ``schema`` registered under ``subject`` (registered once)."""

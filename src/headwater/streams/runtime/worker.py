@@ -140,6 +140,12 @@ class _KafkaContext(BatchContext):
     def encode_avro(self, frame: pl.DataFrame, subject: str, schema: str) -> list[bytes]:
         return self._worker.avro().encode(frame, subject, schema)
 
+    def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
+        return self._worker.avro().decode_rows(values)
+
+    def row_subject(self, name: str) -> str:
+        return f"{self._worker.settings.application_id}-{name}-value"
+
 
 class Worker:
     """Runs ``topology`` as one member of the consumer group ``settings.application_id``.
