@@ -161,3 +161,22 @@ def order_payments() -> Topology:
     joined.late.select(pl.col("eventId").cast(pl.String), "eventType").to_topic(
         os.environ["HW_TEST_ECHO"])
     return topology
+
+
+def orders_enriched() -> Topology:
+    """JSON orders ``{id, userId}`` of HW_TEST_INPUT enriched (left join) with the Avro users
+    table of the compacted topic HW_TEST_USERS, looked up by ``userId`` (the orders go through
+    a repartition topic). HW_TEST_JOIN=global makes it a global table instead; HW_TEST_JOIN=key
+    joins by the orders' record key (no repartitioning: the topics must be co-partitioned).
+    Every enriched order to HW_TEST_OUTPUT."""
+    topology = Topology("orders-enriched")
+    users_topic, kind = os.environ["HW_TEST_USERS"], os.environ.get("HW_TEST_JOIN", "table")
+    orders = topology.source(os.environ["HW_TEST_INPUT"], value_format="json")
+    if kind == "global":
+        users = topology.global_table(users_topic, store="users", value_format="avro")
+        enriched = orders.join_table(users, on=pl.col("userId"))
+    else:
+        table = topology.table(users_topic, store="users", value_format="avro")
+        enriched = orders.join_table(table, on=None if kind == "key" else "userId")
+    enriched.to_topic(os.environ["HW_TEST_OUTPUT"])
+    return topology

@@ -48,6 +48,8 @@ from headwater.streams.time import (
     EventTimeError, TimerKind, check_timer_rows, decode_metadata, encode_metadata, max_event_time,
     with_event_time,
 )
+from headwater.streams.table_join import TableLookups, TableValueError  # noqa: F401
+from headwater.streams.tables import table_frame
 from headwater.streams.topology import SourceSpec, Topology
 
 TopicPartition = tuple[str, int]
@@ -75,8 +77,9 @@ class PreparedCheckpoint:
     _seqs: dict[TaskId, int] = field(default_factory=dict)  # before the bump, for abort
 
 
-class BatchContext(ABC):
-    """The :class:`~headwater.streams.context.ProcessingContext` base of runtime and driver."""
+class BatchContext(TableLookups, ABC):
+    """The :class:`~headwater.streams.context.ProcessingContext` base of runtime and driver
+    (table lookups: :class:`~headwater.streams.table_join.TableLookups`)."""
 
     def __init__(
         self,
@@ -181,12 +184,16 @@ class BatchContext(ABC):
         self._track_offsets(sub, spec.topic, batch)
         self._batch, self._subtopology = batch, sub
         try:
-            frame, rejected = decoder.decode(batch)
-            if rejected:
-                self.send_dead_letters(
-                    [to_dead_letter(batch.record(r.index), r.error, "decode") for r in rejected]
-                )
-            event_time = self.topology.event_time_of(spec.topic)
+            if spec.table is not None:  # upserts/deletes of a table's store (tombstones too)
+                frame = table_frame(self, spec, decoder, batch)
+                event_time = None
+            else:
+                frame, rejected = decoder.decode(batch)
+                if rejected:
+                    self.send_dead_letters(
+                        [to_dead_letter(batch.record(r.index), r.error, "decode")
+                         for r in rejected])
+                event_time = self.topology.event_time_of(spec.topic)
             if event_time is not None:
                 frame, untimed = with_event_time(frame, event_time, spec.topic,
                                                  missing_is_null=spec.value_format != "avro")

@@ -8,12 +8,15 @@ production.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
 from headwater.state.cache import WriteBackCache
 from headwater.streams.task import TaskId
+
+if TYPE_CHECKING:
+    from headwater.streams.tables import GlobalStore
 
 
 class ProcessingContext(Protocol):
@@ -59,3 +62,9 @@ class ProcessingContext(Protocol):
 
     def source_topic_of(self, task: TaskId) -> str:
         """The (first) source topic of the task's sub-topology: what timer rows put in ``_topic``."""
+
+    def decode_source_values(self, topic: str, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode values as stored from ``topic`` (a table's) with that topic's decoder."""
+
+    def global_store(self, topic: str) -> GlobalStore:
+        """The worker-local store of the global table read from ``topic``."""

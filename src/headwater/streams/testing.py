@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +46,9 @@ from headwater.schemas.layout import frame_schema
 from headwater.streams.batch import BatchContext, plain_decoder
 from headwater.streams.decode import BatchDecoder, Rejected, with_metadata
 from headwater.streams.partitioner import partition_for
+from headwater.schemas.layout import frame_schema
 from headwater.streams.records import RawRecord, RecordBatch
+from headwater.streams.tables import GlobalStore
 from headwater.streams.repartition import REPARTITION_SUFFIX
 from headwater.streams.task import Committed, TaskId
 from headwater.streams.topology import SourceSpec, Topology, TopologyError
@@ -95,8 +97,7 @@ class _DriverAvroDecoder:
         self._driver = driver
 
     def decode(self, batch: RecordBatch) -> tuple[pl.DataFrame, list[Rejected]]:
-        rows = [self._driver._decode_avro(v or b"") for v in batch.values]
-        body = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+        body = self._driver.decode_avro([v or b"" for v in batch.values])
         return with_metadata(batch, body, None), []
 
 
@@ -146,6 +147,9 @@ class InProcessTestDriver(BatchContext):
         self._decoders: dict[str, BatchDecoder] = {
             topic: _decoder(spec, self) for topic, spec in topology.sources.items()
         }
+        self._decoders.update({topic: _decoder(spec.source, self)
+                               for topic, spec in topology.global_tables.items()})
+        self._globals: dict[str, GlobalStore] = {}
         self._counts = self._partition_counts(partitions)
         external = [t for t, s in topology.sources.items() if not s.internal]
         if all(t in self._counts for t in external):
@@ -165,12 +169,18 @@ class InProcessTestDriver(BatchContext):
     ) -> None:
         """Append records to partition ``partition`` of a source topic and process them.
 
+        Records piped to a global table's topic are applied to the global table before any
+        further stream batch (a ``None`` value is a tombstone, for tables too).
+
         ``values`` are dicts (encoded as JSON for JSON sources, and taken as decoded rows for Avro
         sources) or raw bytes (e.g. garbage, to exercise the DLQ). ``timestamps_ms`` are the
         record timestamps (the event time); default: the current processing time. Records of
         a revoked or lost partition wait in the topic until it is assigned again.
         """
-        spec = self._source(topic)
+        if topic in self.topology.global_tables:
+            spec = self.topology.global_tables[topic].source
+        else:
+            spec = self._source(topic)
         if spec.internal:
             raise ValueError(f"{topic!r} is a repartition topic; pipe to its upstream source")
         count = self._counts.get(topic)
@@ -250,7 +260,7 @@ class InProcessTestDriver(BatchContext):
         outputs, letters, internal = self._marks
         del self.outputs[outputs:], self.dead_letters[letters:]
         for tp, log in self._logs.items():
-            if tp in internal or self.topology.sources[tp[0]].internal:
+            if tp in internal or self.topology.decoding_spec(tp[0]).internal:
                 del log[internal.get(tp, 0):]
         tasks = set(self.tasks)
         self.release_tasks(tasks, discard=True)
@@ -268,7 +278,7 @@ class InProcessTestDriver(BatchContext):
             return
         self.committed.update(prepared.offsets)
         internal = {tp: len(log) for tp, log in self._logs.items()
-                    if self.topology.sources[tp[0]].internal}
+                    if self.topology.decoding_spec(tp[0]).internal}
         self._marks = (len(self.outputs), len(self.dead_letters), internal)
         if until == "done":
             self.commit(prepared)
@@ -339,27 +349,13 @@ class InProcessTestDriver(BatchContext):
             out.append(buf.getvalue())
         return out
 
-    def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
-        texts = {sid: schema for (_, schema), sid in self._schema_ids.items()}
-        ids = [int.from_bytes(v[1:5], "big") for v in values]
-        parts = []
-        for sid in dict.fromkeys(ids):  # one frame per writer schema, in its exact layout
-            picked = [i for i, x in enumerate(ids) if x == sid]
-            rows = [self._decode_avro(values[i]) for i in picked]
-            frame = pl.from_dicts(rows, schema=frame_schema(orjson.loads(texts[sid])))
-            parts.append(frame.with_columns(pl.Series("__row", picked, pl.Int64)))
-        if not parts:
-            return pl.DataFrame()
-        return pl.concat(parts, how="diagonal_relaxed").sort("__row").drop("__row")
-
-    def row_subject(self, name: str) -> str:
-        return f"{self.topology.name}-{name}-value"
-
     # --- internals --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        """Consume: per topic in declaration order, the unread records of its assigned
-        partitions as one batch; again until no assigned partition has unread records."""
+        """Consume: global tables first (every partition, to its end), then per topic in
+        declaration order, the unread records of its assigned partitions as one batch; again
+        until no assigned partition has unread records."""
+        self._apply_global_tables()
         progress = True
         while progress:
             progress = False
@@ -378,6 +374,54 @@ class InProcessTestDriver(BatchContext):
                 if records:
                     self.process(spec, self._decoders[topic], RecordBatch.from_records(topic, records))
                     progress = True
+
+    def _apply_global_tables(self) -> None:
+        """Apply the unread records of every global table's topic, in offset order per
+        partition (what the worker's reader does before each batch)."""
+        from headwater.streams.tables import table_frame
+
+        for topic in self.topology.global_tables:
+            store = self.global_store(topic)
+            records = [r for tp in sorted(tp for tp in self._logs if tp[0] == topic)
+                       for r in self._logs[tp][store.offsets.get(tp[1], 0):]]
+            if not records:
+                continue
+            batch = RecordBatch.from_records(topic, records)
+            spec = self.topology.decoding_spec(topic)
+            applied = table_frame(self, replace(spec, table=topic), self._decoders[topic], batch)
+            keep = set(zip(applied.get_column("_partition").to_list(),
+                           applied.get_column("_offset").to_list()))
+            skip = {i for i, r in enumerate(records) if (r.partition, r.offset) not in keep}
+            store.apply(batch.partitions, batch.offsets, batch.keys, batch.values, skip)
+
+    def global_store(self, topic: str) -> GlobalStore:
+        store = self._globals.get(topic)
+        if store is None:
+            spec = self.topology.global_tables[topic]
+            store = self._globals[topic] = GlobalStore(self.stores.open(spec.store, -1))
+        return store
+
+    def source_decoder(self, topic: str) -> BatchDecoder:
+        return self._decoders[topic]
+
+    def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
+        """Decode what :meth:`encode_avro` wrote, in the writer schemas' frame layouts (exact
+        dtypes, as the runtime's decoder gives them)."""
+        if not values:
+            return pl.DataFrame()
+        schemas = {sid: schema for (_, schema), sid in self._schema_ids.items()}
+        frames: list[pl.DataFrame] = []
+        start = 0
+        for i in range(1, len(values) + 1):
+            if i < len(values) and values[i][1:5] == values[start][1:5]:
+                continue
+            writer = orjson.loads(schemas[int.from_bytes(values[start][1:5])])
+            parsed = fastavro.parse_schema(writer)
+            rows = [fastavro.schemaless_reader(io.BytesIO(v[5:]), parsed)
+                    for v in values[start:i]]
+            frames.append(pl.from_dicts(rows, schema=frame_schema(writer)))
+            start = i
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
     def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                 ts: int) -> None:
@@ -399,8 +443,10 @@ class InProcessTestDriver(BatchContext):
                 raise TopologyError(f"partition counts for topics that are not sources: {unknown}")
         default = max((n for t, n in counts.items() if not sources[t].internal), default=1)
         for topic, spec in sources.items():
-            if spec.internal:
-                counts.setdefault(topic, default)
+            if spec.internal:  # co-partitioned with an external topic (a table): its count
+                group = next((g for g in self.topology.copartition_groups() if topic in g), ())
+                external = [counts[t] for t in group if not sources[t].internal and t in counts]
+                counts.setdefault(topic, external[0] if external else default)
         for group in self.topology.copartition_groups():
             declared = {counts[t] for t in group if t in counts}
             if len(declared) > 1:

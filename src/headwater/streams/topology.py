@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from headwater.streams.interval_join import JoinHow
     from headwater.streams.joined import JoinedStream
+    from headwater.streams.tables import GlobalTable, GlobalTableSpec, Table, TableSpec
     from headwater.streams.windowed import WindowedStream
 
 class TopologyError(HeadwaterError):
@@ -62,13 +63,16 @@ class SourceSpec:
     """An input topic and how its values are decoded.
 
     ``internal`` sources are repartition topics: their physical name is
-    ``<application_id>-<topic>`` (see :mod:`headwater.streams.repartition`).
+    ``<application_id>-<topic>`` (see :mod:`headwater.streams.repartition`). ``table`` names the
+    store of a table source (:meth:`Topology.table`): its records upsert or delete (null value)
+    that store instead of flowing through operators (see :mod:`headwater.streams.tables`).
     """
 
     topic: str
     value_format: ValueFormat
     reader_schema: str | None = None
     internal: bool = False
+    table: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,25 @@ class Stream:
         if not any(s is sink for s in self._topology._sinks):
             self._topology._sinks.append(sink)
 
+    def to_table(self, store: str, *, name: str = "to_table") -> Table:
+        """The latest row per key (``_key``) of this stream as a table kept in ``store`` (see
+        :func:`headwater.streams.tables.stream_to_table`); after ``key_by`` the stream goes
+        through a repartition topic first."""
+        from headwater.streams.tables import stream_to_table
+
+        return stream_to_table(self, store, name)
+
+    def join_table(self, table: Table | GlobalTable, *, on: str | pl.Expr | None = None,
+                   how: Literal["inner", "left"] = "left",
+                   as_of: Literal["latest", "event_time"] = "latest", suffix: str = "_right",
+                   name: str = "join_table", on_error: ErrorPolicy | None = None) -> Stream:
+        """Enrich every row with the table's value for its lookup key (see
+        :func:`headwater.streams.table_join.join_table` and docs/joins.md)."""
+        from headwater.streams.table_join import join_table
+
+        return join_table(self, table, on=on, how=how, as_of=as_of, suffix=suffix, name=name,
+                          on_error=on_error)
+
     def apply(self, operator: ops.Operator, *, co_partitioned: bool = False,
               on_error: ErrorPolicy | None = None) -> Stream:
         """Append a custom operator (the extension point for engine features and tests).
@@ -323,6 +346,8 @@ class Topology:
     _labels: set[str] = field(default_factory=set)
     _event_time: dict[str, pl.Expr] = field(default_factory=dict)
     _joined: list[tuple[str, ...]] = field(default_factory=list)
+    _tables: dict[str, TableSpec] = field(default_factory=dict)
+    _globals: dict[str, GlobalTableSpec] = field(default_factory=dict)
     _plain: list[tuple[PlainSink, Sink]] = field(default_factory=list)
     _plan: list[SubTopology] | None = field(default=None, repr=False)
 
@@ -347,11 +372,54 @@ class Topology:
             self._event_time[topic] = expr
         return stream
 
+    def table(self, topic: str, *, store: str, value_format: ValueFormat = "avro",
+              reader_schema: str | None = None, versioned: str | int | None = None,
+              event_time: str | pl.Expr | None = None) -> Table:
+        """Declare a table materialized from a (compacted) topic: latest value per record key,
+        null values delete; ``versioned`` (a retention such as ``"7d"``) also keeps history for
+        as-of-event-time joins. See :func:`headwater.streams.tables.declare_table`."""
+        from headwater.streams.tables import declare_table
+
+        return declare_table(self, topic, store=store, value_format=value_format,
+                             reader_schema=reader_schema, versioned=versioned,
+                             event_time=event_time)
+
+    def global_table(self, topic: str, *, store: str, value_format: ValueFormat = "avro",
+                     reader_schema: str | None = None) -> GlobalTable:
+        """Declare a global table: every worker holds all partitions of ``topic`` (see
+        :func:`headwater.streams.tables.declare_global_table`)."""
+        from headwater.streams.tables import declare_global_table
+
+        return declare_global_table(self, topic, store=store, value_format=value_format,
+                                    reader_schema=reader_schema)
+
+    @property
+    def tables(self) -> dict[str, TableSpec]:
+        """The tables (by store) declared with :meth:`table` and :meth:`Stream.to_table`."""
+        return dict(self._tables)
+
+    @property
+    def global_tables(self) -> dict[str, GlobalTableSpec]:
+        """The global tables, by topic (not sources: no task reads them)."""
+        return dict(self._globals)
+
+    def decoding_spec(self, topic: str) -> SourceSpec:
+        """How the values of ``topic`` (a source or a global table's topic) are decoded.
+
+        Raises:
+            TopologyError: the topology reads no such topic.
+        """
+        if topic in self._roots:
+            return self._roots[topic][0]
+        if topic in self._globals:
+            return self._globals[topic].source
+        raise TopologyError(f"{topic!r} is not read by topology {self.name!r}")
+
     def _internal_source(self, topic: str) -> Stream:
         return self._add_source(SourceSpec(topic, "avro", internal=True))
 
     def _add_source(self, spec: SourceSpec) -> Stream:
-        if spec.topic in self._roots:
+        if spec.topic in self._roots or spec.topic in self._globals:
             raise TopologyError(f"topic {spec.topic!r} is declared as a source twice")
         root = Node(ops.Operator())
         root.operator.name = f"source:{spec.topic}"

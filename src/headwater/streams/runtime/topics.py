@@ -80,9 +80,23 @@ def check_copartitioned(groups: Iterable[Iterable[str]], counts: Mapping[str, in
             detail = ", ".join(f"{t}={n}" for t, n in seen.items())
             raise TopicError(
                 topics[0],
-                f"inputs of one stateful operator must be co-partitioned, but partition counts "
-                f"differ ({detail}); repartition one side (key_by) or fix the topics",
+                f"inputs of one stateful operator or co-partitioned table join must be "
+                f"co-partitioned, but partition counts differ ({detail}); repartition one side "
+                "(key_by), use a global table, or fix the topics",
             )
+
+
+def internal_count(topic: str, groups: Iterable[Iterable[str]], counts: Mapping[str, int],
+                   default: int) -> int:
+    """The partition count of an internal (repartition) topic: that of the external topics it
+    is co-partitioned with (a table it joins), else ``default`` (the largest source's)."""
+    for group in groups:
+        members = set(group)
+        if topic in members:
+            known = [counts[t] for t in sorted(members) if t in counts]
+            if known:
+                return known[0]
+    return default
 
 
 def ensure_topics(

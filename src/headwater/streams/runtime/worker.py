@@ -46,6 +46,8 @@ from headwater.streams.runtime import checkpoint as cp
 from headwater.streams.runtime import clients
 from headwater.streams.runtime import topics
 from headwater.streams.runtime.assignment import Assignments
+from headwater.streams.runtime.global_tables import GlobalTableReader
+from headwater.streams.tables import GlobalStore
 from headwater.streams.task import TaskId
 from headwater.streams.topology import Topology
 
@@ -143,8 +145,12 @@ class _KafkaContext(BatchContext):
     def decode_avro(self, values: Sequence[bytes]) -> pl.DataFrame:
         return self._worker.avro().decode_rows(values)
 
-    def row_subject(self, name: str) -> str:
-        return f"{self._worker.settings.application_id}-{name}-value"
+
+    def source_decoder(self, topic: str) -> BatchDecoder:
+        return self._worker._decoder(topic)
+
+    def global_store(self, topic: str) -> GlobalStore:
+        return self._worker.global_tables.store(topic)
 
 
 class Worker:
@@ -209,6 +215,10 @@ class Worker:
             self.consumer, self.context, self.restorer, self.stores, self.changelogs,
             self._logical, self.options.auto_offset_reset, self._timeout,
         )
+        self.global_tables = GlobalTableReader(
+            topology.global_tables, kafka, self.exactly_once, self.stores.app_dir,
+            self.options.worker_id, self._decoder, self.context)
+        self._global_counts: dict[str, int] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -223,6 +233,7 @@ class Worker:
             self._prepare_topics()
             if self.exactly_once:
                 self.producer.init_transactions(30)
+            self.global_tables.start(self._global_counts)  # whole, before any stream record
             self.consumer.subscribe(
                 list(self.physical.values()), on_assign=self._on_assign,
                 on_revoke=self._on_revoke, on_lost=self._on_lost,
@@ -245,6 +256,7 @@ class Worker:
         while self._running:
             self._raise_if_failed()
             self.assignments.step()
+            self.global_tables.poll()
             messages = self.consumer.consume(
                 self.options.batch_size, self.options.max_batch_latency_s
             )
@@ -475,10 +487,13 @@ class Worker:
         admin = self._admin = AdminClient(self.settings.kafka_client_config())
         external = [t for t, spec in self.topology.sources.items() if not spec.internal]
         outputs = [t for t in self.topology.outputs if t not in self.physical.values()]
-        must_exist = external + ([] if self.settings.auto_create_topics else outputs)
+        globals_ = list(self.topology.global_tables)
+        must_exist = external + globals_ + ([] if self.settings.auto_create_topics else outputs)
         existing = topics.partition_counts(admin, required=must_exist)
         counts = topics.check_sources(existing, external)
-        topics.check_copartitioned(self.topology.copartition_groups(), counts)
+        self._global_counts = topics.check_sources(existing, globals_)
+        groups = self.topology.copartition_groups()
+        topics.check_copartitioned(groups, counts)
         count = max(counts.values())
         replication = self.settings.internal_replication_factor
         topics.ensure_topics(
@@ -489,8 +504,9 @@ class Worker:
         self.dead_letters.max_message_bytes = dlq_size_limit(
             admin, self.dead_letters.topic, clients.producer_config(self.settings, self.options)
         )
-        internal = [self.physical[t] for t, spec in self.topology.sources.items() if spec.internal]
-        topics.ensure_topics(admin, {t: count for t in internal}, existing,
+        internal = {self.physical[t]: topics.internal_count(t, groups, counts, count)
+                    for t, spec in self.topology.sources.items() if spec.internal}
+        topics.ensure_topics(admin, internal, existing,
                              consumer=self.consumer, replication_factor=replication,
                              config=topics.REPARTITION_TOPIC_CONFIG, kind="repartition")
         if self.changelogs:
@@ -500,7 +516,7 @@ class Worker:
     def _decoder(self, topic: str) -> BatchDecoder:
         decoder = self._decoders.get(topic)
         if decoder is None:
-            spec = self.topology.sources[topic]
+            spec = self.topology.decoding_spec(topic)
             decoder = self.avro().decoder(spec) if spec.value_format == "avro" else plain_decoder(spec)
             self._decoders[topic] = decoder
         return decoder
@@ -525,6 +541,7 @@ class Worker:
             ("flush the producer", self._flush_or_purge),
             *((f"close sink {type(sink).__name__}", sink.close) for sink in self.topology.sinks),
             ("close the restorer", self.restorer.close),
+            ("close the global tables", self.global_tables.close),
             ("close the stores", self.stores.close_all),
         ]
         for what, step in steps:
