@@ -2,6 +2,8 @@
 
     eval "$(.venv/bin/headwater stack env)"
     python benchmarks/profile_worker.py w2 bench.orders.json.s1.u10000.n1000000.p4 --format json
+    python benchmarks/profile_worker.py w4 bench.w4.orders.avro.v1.s1.u10000.n200000.p4 \
+        --input2 bench.w4.payments.avro.v1.s1.u10000.n200000.p4 --format avro
 
 Runs ``benchmarks.peers.headwater_topologies:<workload>`` with a fresh group and output topic
 (the input is one the engine suite pre-loaded), as one :class:`Worker` in this process, until
@@ -32,6 +34,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workload", help="w1, w1j, w2, w3 or w3h")
     parser.add_argument("input", help="a pre-loaded bench input topic")
+    parser.add_argument("--input2", default="", help="the second input of a join workload "
+                        "(W4: the payments topic, W4t: the users topic)")
     parser.add_argument("--format", default="json", choices=["json", "avro"])
     parser.add_argument("--until-idle", type=float, default=3.0)
     parser.add_argument("--top", type=int, default=30)
@@ -50,12 +54,12 @@ def main() -> int:
     kafka = settings0.kafka_client_config()
     run = uuid.uuid4().hex[:8]
     group, output = f"prof-{args.workload}-{run}", f"prof.out.{args.workload}-{run}"
-    total = sum(kafka_io.end_offsets(kafka, args.input).values())
+    total = sum(sum(kafka_io.end_offsets(kafka, t).values()) for t in (args.input, args.input2) if t)
     kafka_io.create_topics(kafka, [output], 4, {"retention.ms": "-1"})
     os.environ.update({
         "BENCH_BOOTSTRAP": settings0.kafka_bootstrap, "BENCH_REGISTRY": settings0.schema_registry_url,
         "BENCH_INPUT": args.input, "BENCH_OUTPUT": output, "BENCH_GROUP": group,
-        "BENCH_FORMAT": args.format,
+        "BENCH_FORMAT": args.format, "BENCH_INPUT2": args.input2,
     })
     state = Path(tempfile.mkdtemp(prefix="hw-prof-"))
     settings = load_settings(overrides={"application_id": group, "state_dir": state,

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from peer_env import FirstConsumed, PeerEnv  # noqa: E402
 
-from headwater.bench.workloads import SESSIONS, W1_SCHEMA_STR, WINDOWED  # noqa: E402
+from headwater.bench.workloads import INTERVAL_JOINS, SESSIONS, W1_SCHEMA_STR, WINDOWED  # noqa: E402
 from headwater.streams import Topology, agg  # noqa: E402
 from headwater.streams.windows import Window, hopping, session, tumbling  # noqa: E402
 
@@ -115,3 +115,66 @@ def w3s() -> Topology:
     idle timeout, so sessions close with the data only."""
     spec = SESSIONS["W3s"]
     return _windowed("bench-w3s", session(spec.gap_ms, grace=spec.grace_ms))  # type: ignore[arg-type]
+
+
+def _payload(name: str) -> pl.Expr:
+    return pl.col("data").struct.field("payload").struct.field(name)
+
+
+def w4() -> Topology:
+    """Interval join of the orders (BENCH_INPUT) with the payments (BENCH_INPUT2) by
+    correlationId, inner, a payment within [0, 10 min] of its order (``INTERVAL_JOINS["W4"]``),
+    event time from the envelopes. Both topics are keyed by correlationId and co-partitioned
+    (murmur2, equal partition counts), as Quix Streams needs them, so the join reads them as they
+    are (``co_partitioned=True``: no repartition topics). One JSON row per matched pair
+    ``{orderId, totalAmount, paymentId, amount}``, keyed by the correlationId."""
+    env = PeerEnv.load()
+    spec = INTERVAL_JOINS["W4"]
+    topology = Topology("bench-w4", idle_timeout=None)
+    orders = topology.source(env.input, value_format=env.fmt, event_time="timestamp")  # type: ignore[arg-type]
+    payments = topology.source(env.input2, value_format=env.fmt, event_time="timestamp")  # type: ignore[arg-type]
+    probe = _Probe()
+    orders.sink(probe, name="first-consumed-orders")
+    payments.sink(probe, name="first-consumed-payments")
+    left = orders.select(correlationId=pl.col("correlationId"), orderId=_payload("orderId"),
+                         totalAmount=_payload("totalAmount"), name="order-fields")
+    right = payments.select(correlationId=pl.col("correlationId"), paymentId=_payload("paymentId"),
+                            amount=_payload("amount"), name="payment-fields")
+    joined = left.key_by("correlationId").join(
+        right.key_by("correlationId"), store="w4-join", before=spec.before_ms, after=spec.after_ms,
+        grace=spec.grace_ms, how="inner", co_partitioned=True)
+    joined.select("orderId", "totalAmount", "paymentId", "amount").to_topic(env.output)
+    return topology
+
+
+def w4t() -> Topology:
+    """Orders (BENCH_INPUT, keyed by userId) enriched with the user's profile from the users
+    table (BENCH_INPUT2: user.registered keyed by userId, compacted; latest value per key), left
+    join by the orders' record key (the userId). JSON ``{orderId, userId, totalAmount, email,
+    firstName, lastName, country}`` keyed by the userId.
+
+    The table is a **global table** (the default; every worker reads the whole users topic to
+    its end before it processes any order, then keeps it up to date): the way headwater serves
+    small reference data, with no co-partitioning needed. ``BENCH_W4T_TABLE=table`` uses the
+    co-partitioned ``topology.table`` instead (the users topic is then a source of the orders'
+    tasks, read alongside the orders with no ordering between the two; see docs/benchmarks.md).
+    Either way the lookup is by record key: a lookup by a column (``on="userId"``) would re-key
+    the stream through a repartition topic first.
+    """
+    env = PeerEnv.load()
+    topology = Topology("bench-w4t", idle_timeout=None)
+    orders = topology.source(env.input, value_format=env.fmt, event_time="timestamp")  # type: ignore[arg-type]
+    orders.sink(_Probe(), name="first-consumed")
+    if os.environ.get("BENCH_W4T_TABLE", "global") == "table":
+        users = topology.table(env.input2, value_format=env.fmt, store="w4t-users",  # type: ignore[arg-type]
+                               event_time="timestamp")
+    else:
+        users = topology.global_table(env.input2, value_format=env.fmt, store="w4t-users")  # type: ignore[arg-type]
+    left = orders.select(orderId=_payload("orderId"), userId=pl.col("userId"),
+                         totalAmount=_payload("totalAmount"), name="order-fields")
+    enriched = left.join_table(users, how="left")
+    enriched.select(
+        "orderId", "userId", "totalAmount",
+        *(_payload(f).alias(f) for f in ("email", "firstName", "lastName", "country")),
+    ).to_topic(env.output)
+    return topology

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PeerEnv:
-    """BENCH_* variables: topics, group, format, registry, guarantee, commit interval."""
+    """BENCH_* variables: topics (``input2``: the right side of W4/W4t), group, format, registry,
+    guarantee, commit interval."""
 
     bootstrap: str
     registry: str
@@ -25,6 +26,7 @@ class PeerEnv:
     commit_interval_s: float
     state_dir: str
     batch_size: int
+    input2: str = ""  # a join workload's right side (W4: payments, W4t: users)
 
     @classmethod
     def load(cls) -> PeerEnv:
@@ -36,6 +38,7 @@ class PeerEnv:
             commit_interval_s=float(e.get("BENCH_COMMIT_INTERVAL_S", "0.5")),
             state_dir=e.get("BENCH_STATE_DIR", "/tmp/bench-state"),
             batch_size=int(e.get("BENCH_BATCH_SIZE", "10000")),
+            input2=e.get("BENCH_INPUT2", ""),
         )
 
 
@@ -66,3 +69,38 @@ def derive_order(order: dict) -> dict:
         "totalAmount": payload["totalAmount"], "itemCount": len(payload["items"]),
         "totalCents": int(math.floor(payload["totalAmount"] * 100 + 0.5)),
     }
+
+
+# --- W4 / W4t (joins): the fields each side contributes, as plain dicts --------------------
+
+def w4_order(order: dict) -> dict:
+    """W4's left side: an order.created event as ``{orderId, totalAmount}``."""
+    payload = order["data"]["payload"]
+    return {"orderId": payload["orderId"], "totalAmount": payload["totalAmount"]}
+
+
+def w4_payment(payment: dict) -> dict:
+    """W4's right side: a payment.succeeded event as ``{paymentId, amount}``."""
+    payload = payment["data"]["payload"]
+    return {"paymentId": payload["paymentId"], "amount": payload["amount"]}
+
+
+def w4t_order(order: dict) -> dict:
+    """W4t's stream: an order.created event as ``{orderId, userId, totalAmount}``."""
+    payload = order["data"]["payload"]
+    return {"orderId": payload["orderId"], "userId": order["userId"],
+            "totalAmount": payload["totalAmount"]}
+
+
+PROFILE_FIELDS = ("email", "firstName", "lastName", "country")
+
+
+def w4t_profile(user: dict) -> dict:
+    """W4t's table value: a user.registered event's profile fields."""
+    payload = user["data"]["payload"]
+    return {f: payload.get(f) for f in PROFILE_FIELDS}
+
+
+def merge_enriched(order: dict, profile: dict | None) -> dict:
+    """A W4t output row: the order with its user's profile (nulls when the user is unknown)."""
+    return {**order, **(profile or dict.fromkeys(PROFILE_FIELDS))}

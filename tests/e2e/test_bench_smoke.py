@@ -89,3 +89,29 @@ def test_quick_pathway_peer_agrees_on_json_input(kafka_bootstrap: str, schema_re
     assert {r["workload"] for r in rows} == {"W1j", "W2", "W3"}, rows
     for row in rows:
         assert row["engine"] == "pathway" and row["events_per_s"] and row["agrees"] is True, row
+
+
+def test_quick_join_workloads_agree_between_headwater_and_quix(kafka_bootstrap: str,
+                                                               schema_registry_url: str,
+                                                               tmp_path: Path) -> None:
+    """W4 (interval join) and W4t (stream-table join), opt-in: both engines' outputs equal the
+    harness's rows (same checksum in the notes); the inputs are the workloads' own topics."""
+    out = tmp_path / "joins.json"
+    env = {**os.environ, "HEADWATER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "HEADWATER_SCHEMA_REGISTRY_URL": schema_registry_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "headwater", "bench", "engine", "--quick", "--workloads", "W4,W4t",
+         "--no-latency", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    assert {(r["workload"], r["engine"]) for r in rows} == {
+        ("W4", "headwater"), ("W4", "quixstreams"), ("W4t", "headwater"), ("W4t", "quixstreams")}
+    for row in rows:
+        assert REQUIRED <= set(row) and row["events_per_s"] and row["agrees"] is True, row
+    for workload in ("W4", "W4t"):
+        checksums = {r["notes"].split("checksum ")[1][:12] for r in rows if r["workload"] == workload}
+        assert len(checksums) == 1, rows
+    assert set(report["config"]["join_input_topics"]) == {"W4", "W4t"}

@@ -29,7 +29,7 @@ from typing import Any
 import fastavro
 from confluent_kafka.admin import AdminClient
 
-from headwater.bench import kafka_io, workloads
+from headwater.bench import join_inputs, kafka_io, workloads
 from headwater.bench.latency import measure
 from headwater.bench.process import EngineProcess
 from headwater.bench.progress import Progress
@@ -45,7 +45,8 @@ PEER_MODULES = {"quixstreams": "quixstreams", "faust": "faust", "bytewax": "byte
                 "pathway": "pathway"}
 #: The workloads each peer implements (headwater: all). W3s (session windows): Bytewax only;
 #: Quix Streams' session windows have other rules (see docs/benchmarks.md) and Faust has none.
-PEER_WORKLOADS = {"quixstreams": {"W1", "W1j", "W2", "W3", "W3h"}, "faust": {"W1", "W2"},
+#: W4/W4t (joins): Quix Streams' ``join_interval`` / ``join_asof``.
+PEER_WORKLOADS = {"quixstreams": {"W1", "W1j", "W2", "W3", "W3h", "W4", "W4t"}, "faust": {"W1", "W2"},
                   "bytewax": {"W1", "W2", "W3s"}, "pathway": {"W1j", "W2", "W3"}}
 #: Peers that read only some input formats (Pathway reads Kafka as JSON, raw or plaintext).
 PEER_INPUT_FORMATS = {"pathway": {"json"}}
@@ -193,7 +194,13 @@ class EngineSuite:
         self.run_id = uuid.uuid4().hex[:8]
         self.state_root = Path(tempfile.mkdtemp(prefix="hw-bench-"))
         self.input = f"bench.orders.{cfg.input_format}.s{cfg.seed}.u{cfg.users}.n{cfg.events}.p{cfg.partitions}"
-        self.codec = kafka_io.InputCodec.for_topic(cfg.input_format, self.input, registry_url)
+        #: the shared orders input is needed by every workload but the joins (which have their own)
+        self.needs_orders = any(w not in workloads.JOINS for w in cfg.workloads)
+        self.codec = (kafka_io.InputCodec.for_topic(cfg.input_format, self.input, registry_url)
+                      if self.needs_orders else kafka_io.InputCodec(cfg.input_format))
+        self.joins = join_inputs.join_inputs(cfg.workloads, cfg.input_format, cfg.seed, cfg.users,
+                                             cfg.events, cfg.partitions)
+        self.join_expected: dict[str, workloads.JoinExpected] = {}
         self.expected: workloads.Expected | None = None
         self.records: list[tuple[bytes, bytes, bytes]] = []
         self.w1_reader = fastavro.parse_schema(workloads.W1_SCHEMA)
@@ -201,7 +208,12 @@ class EngineSuite:
     # --- setup ------------------------------------------------------------------------------
 
     def prepare_input(self) -> None:
-        """Pre-load the input topic once (reused when complete) and compute the expected results."""
+        """Pre-load the input topics once (reused when complete) and compute the expected results."""
+        if self.joins:
+            self.prepare_join_inputs()
+        if not self.needs_orders:
+            self.expected = workloads.Expected()
+            return
         cfg = self.cfg
         kafka_io.create_topics(self.kafka, [self.input], cfg.partitions, {"retention.ms": "-1"})
         have = sum(kafka_io.end_offsets(self.kafka, self.input).values())
@@ -223,6 +235,22 @@ class EngineSuite:
             self.records.append((key, value, str(event["eventId"]).encode()))
         expected.finish()
         self.expected = expected
+
+    def prepare_join_inputs(self) -> None:
+        """The join workloads' topics (one generator pass for all; reused when complete) and
+        their expected outputs."""
+        cfg = self.cfg
+        for line in join_inputs.prepare(self.kafka, self.registry_url, self.joins, cfg.input_format,
+                                        cfg.seed, cfg.users, cfg.invalid_fraction, cfg.events,
+                                        cfg.partitions, self.progress.update):
+            self.progress.done(line)
+        for w, inp in self.joins.items():
+            expected = join_inputs.expected(self.kafka, inp, cfg.input_format)
+            self.join_expected[w] = expected
+            extra = (f"; {expected.asof_differs:,} orders whose as-of profile differs from the "
+                     "latest" if w == "W4t" else "")
+            self.progress.done(f"{w} expects {sum(expected.rows.values()):,} rows from "
+                               f"{expected.left:,} + {expected.right:,} input records{extra}")
 
     # --- runs -------------------------------------------------------------------------------
 
@@ -253,9 +281,14 @@ class EngineSuite:
         group, output = f"bench-{name}", f"bench.out.{name}"
         if spec.workload != "W0":  # outputs may carry the (old) input's timestamps: no retention
             kafka_io.create_topics(self.kafka, [output], self.cfg.partitions, {"retention.ms": "-1"})
-        ends = kafka_io.end_offsets(self.kafka, self.input)
-        total = sum(ends.values())
-        procs = self._start(spec, group, self.input, output, stop_at_end=True)
+        join = self.joins.get(spec.workload)
+        inputs = list(join.topics) if join else [self.input]
+        timed = join.timed if join else [self.input]
+        offsets = {t: kafka_io.end_offsets(self.kafka, t) for t in inputs}
+        ends = {t: offsets[t] for t in timed}
+        total = sum(sum(o.values()) for o in offsets.values())
+        procs = self._start(spec, group, inputs[0], output, stop_at_end=True,
+                            topic_in2=inputs[1] if join else None)
         row = ResultRow("engine", spec.workload, spec.engine, spec.workers, total, None,
                         guarantee=spec.guarantee)
         try:
@@ -323,7 +356,7 @@ class EngineSuite:
     # --- helpers ----------------------------------------------------------------------------
 
     def _start(self, spec: RunSpec, group: str, topic_in: str, topic_out: str,
-               stop_at_end: bool = False) -> list[EngineProcess]:
+               stop_at_end: bool = False, topic_in2: str | None = None) -> list[EngineProcess]:
         state = self.state_root / group
         env = {
             "BENCH_BOOTSTRAP": self.kafka["bootstrap.servers"], "BENCH_REGISTRY": self.registry_url,
@@ -334,6 +367,8 @@ class EngineSuite:
             "HEADWATER_KAFKA_BOOTSTRAP": self.kafka["bootstrap.servers"],
             "HEADWATER_SCHEMA_REGISTRY_URL": self.registry_url,
         }
+        if topic_in2:  # a join workload's right side (payments, users)
+            env["BENCH_INPUT2"] = topic_in2
         if stop_at_end and spec.engine in SELF_REPORTED_END:
             env["BENCH_STOP_AT_END"] = "1"
         log = self.logs / f"{group}.log"
@@ -378,20 +413,23 @@ class EngineSuite:
         return [EngineProcess(argv, {**env, "BENCH_WORKER": str(i)}, log, ROOT)
                 for i in range(spec.workers)]
 
-    def _wait_committed(self, procs: list[EngineProcess], group: str, ends: dict[int, int],
-                        label: str) -> float | None:
-        total = sum(ends.values())
+    def _wait_committed(self, procs: list[EngineProcess], group: str,
+                        ends: dict[str, dict[int, int]], label: str) -> float | None:
+        """The instant the group's committed offsets reach ``ends`` (per topic and partition)."""
+        total = sum(sum(e.values()) for e in ends.values())
         deadline = time.monotonic() + self.cfg.run_timeout_s
         started = time.time()
         while time.monotonic() < deadline:
             if not any(p.alive() for p in procs):
                 return None
-            try:
-                done = kafka_io.committed(self.admin, group, self.input, list(ends))
-            except Exception:  # noqa: BLE001 - the group may not exist yet
-                done = {}
+            n = 0
+            for topic, topic_ends in ends.items():
+                try:
+                    done = kafka_io.committed(self.admin, group, topic, list(topic_ends))
+                except Exception:  # noqa: BLE001 - the group may not exist yet
+                    done = {}
+                n += sum(max(0, min(done.get(p, -1), end)) for p, end in topic_ends.items())
             now = time.time()
-            n = sum(max(0, min(done.get(p, -1), end)) for p, end in ends.items())
             if n >= total:
                 return now
             first = min((p.first_consumed for p in procs if p.first_consumed), default=None)
@@ -450,6 +488,9 @@ class EngineSuite:
 
     def _check(self, workload: str, output: str, engine: str = "headwater") -> tuple[bool, str]:
         assert self.expected is not None
+        if workload in workloads.JOINS:
+            view = workloads.join_view(workload, kafka_io.read_topic(self.kafka, output))
+            return workloads.check_join(view, self.join_expected[workload])
         if workload in workloads.SESSIONS:  # every engine's output in headwater's convention
             view = workloads.session_view(kafka_io.read_topic(self.kafka, output))
             return workloads.check_sessions(workload, view, self.expected)
@@ -472,7 +513,10 @@ class EngineSuite:
 
     def config_json(self) -> dict[str, Any]:
         """The configuration as recorded in the result file."""
-        return {**asdict(self.cfg), "input_topic": self.input}
+        out = {**asdict(self.cfg), "input_topic": self.input if self.needs_orders else None}
+        if self.joins:
+            out["join_input_topics"] = {w: list(inp.topics) for w, inp in self.joins.items()}
+        return out
 
 
 def _free_ports(n: int) -> list[int]:

@@ -19,21 +19,35 @@ Input: ``order.created`` events (the catalog schema), keyed by ``userId``.
 Windows close per input partition when its stream time (max event time read) passes end + grace;
 the expected windows are those the whole input closes (the input is in event-time order per
 partition, so no record is late).
+
+The join workloads read their own inputs (``headwater.bench.join_inputs``: two topics each, from
+one pass of the generator, keyed by the join key, co-partitioned):
+
+- W4: interval join of ``order.created`` with ``payment.succeeded`` by ``correlationId``, inner,
+  a payment within [0, 10 min] of its order's event time (:data:`INTERVAL_JOINS`); one JSON row
+  per matched pair ``{orderId, totalAmount, paymentId, amount}`` keyed by the correlationId.
+- W4t: stream-table enrichment: every order (left join) with its user's profile from the
+  ``user.registered`` events keyed by userId (a compacted topic); JSON ``{orderId, userId,
+  totalAmount, email, firstName, lastName, country}`` (profile fields null when the user is
+  unknown) keyed by the userId.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-WORKLOADS = ("W0", "W1", "W1j", "W2", "W3", "W3h", "W3s")
-#: Workloads a plain ``headwater bench engine`` runs (W1j is opt-in: ``--workloads W1j,...``).
+WORKLOADS = ("W0", "W1", "W1j", "W2", "W3", "W3h", "W3s", "W4", "W4t")
+#: Workloads a plain ``headwater bench engine`` runs. Opt-in (``--workloads W1j,W4,W4t``): W1j
+#: (for engines without an Avro writer), and the join workloads W4/W4t, which pre-load inputs of
+#: their own and whose Quix Streams runs are slow (see docs/benchmarks.md).
 DEFAULT_WORKLOADS = ("W0", "W1", "W2", "W3", "W3h", "W3s")
 WORKLOAD_TITLES = {
     "W0": "ceiling: batch consume + decode only",
@@ -43,6 +57,8 @@ WORKLOAD_TITLES = {
     "W3": "tumbling 1 min windows: count, sum, mean per key",
     "W3h": "hopping 5 min / 1 min windows: count, sum, mean per key",
     "W3s": "session windows, 2 min gap: count, sum, mean per key",
+    "W4": "interval join: order.created x payment.succeeded by correlationId, [0, 10 min]",
+    "W4t": "stream-table join: orders enriched with the user's profile (users table)",
 }
 
 
@@ -385,3 +401,164 @@ def check_sessions(workload: str, view: SessionView, expected: Expected) -> tupl
     if view.late:
         reason += f"; the engine reported {view.late:,} input records late (not aggregated)"
     return False, reason
+
+
+# --- W4 / W4t: joins -------------------------------------------------------------------------
+
+#: The join workloads; they read the inputs of ``headwater.bench.join_inputs``, not the orders
+#: topic the other workloads share.
+JOINS = ("W4", "W4t")
+
+
+@dataclass(frozen=True)
+class IntervalJoinSpec:
+    """An interval join's bounds (milliseconds): a right record at ``tr`` matches a left record
+    at ``tl`` when ``tl - before_ms <= tr <= tl + after_ms`` (both ends inclusive)."""
+
+    before_ms: int = 0
+    after_ms: int = 600_000
+    grace_ms: int = 0
+
+
+#: W4: payments within [0, 10 min] after the order (the generator pays 0.5 s to ~1 minute after
+#: the order, so every order.created whose payment.succeeded is in the input matches it), with a
+#: 10-minute grace: the two topics are read side by side, and the batches of one may move the
+#: stream time ahead of the other's records (headwater drops a record as late once stream time
+#: passes its bound + grace; see docs/benchmarks.md). The grace does not change the pairs.
+INTERVAL_JOINS = {"W4": IntervalJoinSpec(grace_ms=600_000)}
+
+#: The user profile fields W4t adds to each order (from ``user.registered``'s payload).
+PROFILE_FIELDS = ("email", "firstName", "lastName", "country")
+#: Output fields of the join workloads, in the order of the checked tuples.
+JOIN_OUTPUT_FIELDS = {
+    "W4": ("orderId", "totalAmount", "paymentId", "amount"),
+    "W4t": ("orderId", "userId", "totalAmount", *PROFILE_FIELDS),
+}
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One join-input record as the expected results need it: its join key, event time (ms)
+    and the output fields it contributes."""
+
+    key: str
+    t: int
+    fields: tuple
+
+
+def order_side(event: Mapping[str, Any], key_field: str) -> Timed:
+    """An ``order.created`` event as the left side of W4 (``key_field`` correlationId) or W4t
+    (userId): (orderId, totalAmount) for W4, (orderId, userId, totalAmount) for W4t."""
+    payload = event["data"]["payload"]
+    fields = ((payload["orderId"], float(payload["totalAmount"])) if key_field == "correlationId"
+              else (payload["orderId"], event["userId"], float(payload["totalAmount"])))
+    return Timed(event[key_field], event_time_ms(event["timestamp"]), fields)
+
+
+def payment_side(event: Mapping[str, Any]) -> Timed:
+    """A ``payment.succeeded`` event as W4's right side: (paymentId, amount)."""
+    payload = event["data"]["payload"]
+    return Timed(event["correlationId"], event_time_ms(event["timestamp"]),
+                 (payload["paymentId"], float(payload["amount"])))
+
+
+def user_side(event: Mapping[str, Any]) -> Timed:
+    """A ``user.registered`` event as W4t's table side: the profile fields."""
+    payload = event["data"]["payload"]
+    return Timed(event["userId"], event_time_ms(event["timestamp"]),
+                 tuple(payload.get(f) for f in PROFILE_FIELDS))
+
+
+@dataclass
+class JoinExpected:
+    """A join workload's expected output as a multiset of output tuples
+    (:data:`JOIN_OUTPUT_FIELDS` order), plus facts about the input worth reporting."""
+
+    workload: str
+    left: int = 0
+    right: int = 0
+    rows: Counter = field(default_factory=Counter)
+    #: W4t: orders whose as-of-event-time profile (what Quix's ``join_asof`` looks up) differs
+    #: from the user's latest profile in the whole table (what a table read to its end first
+    #: gives); 0 on the generated input (one registration per user, before the user's orders),
+    #: so the two semantics must agree on it.
+    asof_differs: int = 0
+
+
+def interval_join(left: Iterable[Timed], right: Iterable[Timed], spec: IntervalJoinSpec,
+                  workload: str = "W4") -> JoinExpected:
+    """Inner interval join: every (left, right) pair with equal keys and
+    ``tl - before <= tr <= tl + after``; one output tuple per pair (left fields + right fields)."""
+    by_key: dict[str, list[Timed]] = defaultdict(list)
+    out = JoinExpected(workload)
+    for r in right:
+        by_key[r.key].append(r)
+        out.right += 1
+    for lrec in left:
+        out.left += 1
+        for r in by_key.get(lrec.key, ()):
+            if lrec.t - spec.before_ms <= r.t <= lrec.t + spec.after_ms:
+                out.rows[lrec.fields + r.fields] += 1
+    return out
+
+
+def enrich(left: Iterable[Timed], table: Iterable[Timed], workload: str = "W4t") -> JoinExpected:
+    """Left stream-table join: every left record with the table value of its key as of its own
+    event time (the latest table record with ``t <= tl``; ties: the later one in the table's
+    order), nulls when there is none."""
+    versions: dict[str, list[Timed]] = defaultdict(list)
+    out = JoinExpected(workload)
+    for rec in table:
+        versions[rec.key].append(rec)
+        out.right += 1
+    for recs in versions.values():
+        recs.sort(key=lambda r: r.t)  # stable: equal times keep the table's order
+    nulls = (None,) * len(PROFILE_FIELDS)
+    for lrec in left:
+        out.left += 1
+        recs = versions.get(lrec.key, [])
+        asof = next((r for r in reversed(recs) if r.t <= lrec.t), None)
+        profile = asof.fields if asof else nulls
+        if recs and recs[-1].fields != profile:
+            out.asof_differs += 1
+        out.rows[lrec.fields + profile] += 1
+    return out
+
+
+def join_view(workload: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> Counter:
+    """A join workload's JSON output as a multiset of tuples of :data:`JOIN_OUTPUT_FIELDS`
+    (amounts as floats; missing fields as None)."""
+    names = JOIN_OUTPUT_FIELDS[workload]
+    floats = {"totalAmount", "amount"}
+    out: Counter = Counter()
+    for _key, value in records:
+        if value is None:
+            continue
+        v = orjson.loads(value)
+        out[tuple(float(v[n]) if n in floats and v.get(n) is not None else v.get(n)
+                  for n in names)] += 1
+    return out
+
+
+def checksum(rows: Counter) -> str:
+    """An order-independent digest of a multiset of output tuples (12 hex digits), to compare
+    engines' outputs at a glance in the result notes."""
+    digest = hashlib.sha256()
+    for row, n in sorted(rows.items(), key=lambda item: repr(item[0])):
+        digest.update(f"{row!r}x{n}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def check_join(view: Counter, expected: JoinExpected) -> tuple[bool, str]:
+    """Whether a join output equals the expected multiset exactly; a note with the row count and
+    checksum either way (plus what is missing or extra when it differs)."""
+    got, want = view, expected.rows
+    n_got, n_want = sum(got.values()), sum(want.values())
+    note = f"{n_got:,} rows, checksum {checksum(got)}"
+    if got == want:
+        return True, note
+    missing = sum((want - got).values())
+    extra = sum((got - want).values())
+    dupes = sum(n - 1 for n in got.values() if n > 1)
+    return False, (f"{note}; expected {n_want:,} rows, checksum {checksum(want)}: {missing:,} "
+                   f"missing, {extra:,} extra ({dupes:,} duplicates)")

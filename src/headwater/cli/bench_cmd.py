@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engines", default="headwater,quixstreams",
                         help="engine suite: comma-separated (headwater, quixstreams, faust, bytewax, pathway)")
     parser.add_argument("--workers", default=None, help="engine suite: e.g. 1,2 (default 1,2; quick: 1)")
-    parser.add_argument("--workloads", default=None, help="engine suite: e.g. W0,W1,W2,W3,W3h (the default), or W1j (W1 with JSON output)")
+    parser.add_argument("--workloads", default=None, help="engine suite: W0,W1,W2,W3,W3h,W3s (the default); opt-in: W1j (W1 with JSON output), W4 (interval join), W4t (stream-table join)")
     parser.add_argument("--events", type=int, help="engine suite: input events (default 300000)")
     parser.add_argument("--input-format", choices=["avro", "json"], default="avro",
                         help="engine suite: input value format (default avro)")
