@@ -128,7 +128,11 @@ class TableJoin(Operator):
         decoded = self.table.decode(ctx, values) if values else None
         if decoded is not None and decoded.width:
             self._schema = decoded.schema
-        elif self._schema is not None:
+        elif self._schema is None and getattr(self.table.spec, "kind", "topic") == "topic":
+            # nothing found yet: an Avro table with a declared schema still knows its columns
+            known = self.table.decode(ctx, [])
+            self._schema = known.schema if known.width else None
+        if (decoded is None or not decoded.width) and self._schema is not None:
             decoded = pl.DataFrame(schema=self._schema)
         out = joined.sort(_ROW)
         if decoded is not None and decoded.width:
