@@ -22,7 +22,7 @@ State (one store, changelogged and restored like all state), keys:
   matched, row}]}`` (event time, source offset, matched flag, the row's columns), its schema
   derived from the frame and registered under ``<application_id>-<store>-<side>-value``. One
   value per key: a batch costs one ``get_many`` per side and partition and one columnar decode
-  and encode, never a scan, and no Python per record.
+  and encode, never a scan; Python runs per distinct key only to build state keys.
 - ``X | bucket end | side | sequence``: the expiry index, one entry per batch and 1-second
   bucket of ``expiry = t + before + after + grace`` (big-endian sign-flipped time) listing the
   keys whose records expire in it; expiring is one range scan from the previous bound, never
