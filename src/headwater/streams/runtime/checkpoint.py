@@ -61,30 +61,61 @@ class CheckpointError(HeadwaterError):
 
 @dataclass
 class DeliveryTracker:
-    """Delivery reports of the worker's producer: failures (sticky), changelog offsets written."""
+    """Delivery reports of the worker's producer: failures (sticky), changelog offsets written.
+
+    Records report into builtin ``dict.__setitem__`` sinks (:attr:`report` for outputs,
+    :meth:`changelog_report` per changelog partition), which the client calls from C with
+    ``(error, message)``: a delivered record costs no Python frame. :meth:`collect` (called by
+    :meth:`raise_errors`, i.e. after every flush) reads them: every error key is a failure (the
+    same error twice counts once), and the last success of a changelog partition gives the
+    offset reached (an idempotent producer reports a partition's records in offset order).
+    """
 
     changelog_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     failed: int = 0
+    _outputs: dict[KafkaError | None, Any] = field(default_factory=dict, repr=False)
+    _changelogs: dict[tuple[str, int], dict[KafkaError | None, Any]] = field(
+        default_factory=dict, repr=False)
+
+    @property
+    def report(self) -> Callable[[KafkaError | None, Any], None]:
+        """The ``on_delivery`` of output and repartition records."""
+        return self._outputs.__setitem__
+
+    def changelog_report(self, topic: str, partition: int) -> Callable[[KafkaError | None, Any], None]:
+        """The ``on_delivery`` of the records of one changelog partition."""
+        return self._changelogs.setdefault((topic, partition), {}).__setitem__
+
+    def collect(self) -> None:
+        """Account for the reports received since the last call."""
+        for key, reports in self._changelogs.items():
+            last = reports.pop(None, None)
+            if last is not None:
+                self.changelog_offsets[key] = max(self.changelog_offsets.get(key, -1),
+                                                  last.offset())
+            self._account(reports)
+        self._outputs.pop(None, None)
+        self._account(self._outputs)
+
+    def _account(self, reports: dict[KafkaError | None, Any]) -> None:
+        for err, msg in list(reports.items()):
+            self.on_delivery(err, msg)
+        reports.clear()
 
     def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None and not purged(err):  # purged: an abort we chose (on_lost)
+        """Count a failed delivery (a purge we chose, aborting on lost partitions, is none)."""
+        if err is not None and not purged(err):
             self.failed += 1
             if len(self.errors) < 5:
                 self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
-    def on_changelog_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.on_delivery(err, msg)
-            return
-        key = (msg.topic(), msg.partition())
-        self.changelog_offsets[key] = max(self.changelog_offsets.get(key, -1), msg.offset())
-
     def raise_errors(self) -> None:
         """Raise if any record ever failed delivery (errors are never cleared)."""
+        self.collect()
         if self.failed:
             raise CheckpointError(
-                f"{self.failed} record(s) not delivered; first: {self.errors[0]}"
+                f"{self.failed} delivery failure(s); first: {self.errors[0]}"
             )
 
 
@@ -96,9 +127,9 @@ def produce_changelogs(
 ) -> int:
     """Step 1: one record per dirty key to the store's changelog, same partition as the input."""
     sent = 0
-    on_delivery = tracker.on_changelog_delivery
     for (store, partition), cache in caches.items():
         topic = changelog_topics[store]
+        on_delivery = tracker.changelog_report(topic, partition)
         for key, value in cache.dirty().items():
             try:
                 producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)

@@ -45,7 +45,7 @@ class KafkaContext(BatchContext):
         worker = self._worker
         worker.begin_effects()
         producer = worker.producer
-        produce, callback = producer.produce, worker.tracker.on_delivery
+        produce, callback = producer.produce, worker.tracker.report
         times = timestamps_ms if timestamps_ms is not None else [0] * len(keys)
         # brokers reject timestamps too far ahead (Kafka 4: 1 h by default) and one future event
         # time must not fail every checkpoint: stamp it now (the value keeps the event time);
