@@ -172,22 +172,13 @@ class BatchContext(TableLookups, ABC):
         try:
             if spec.table is not None:  # upserts/deletes of a table's store (tombstones too)
                 frame = table_frame(self, spec, decoder, batch)
-                event_time = None
             else:
                 frame, rejected = decoder.decode(batch)
                 if rejected:
                     self.send_dead_letters(
                         [to_dead_letter(batch.record(r.index), r.error, "decode")
                          for r in rejected])
-                event_time = self.topology.event_time_of(spec.topic)
-            if event_time is not None:
-                frame, untimed = with_event_time(frame, event_time, spec.topic,
-                                                 missing_is_null=spec.value_format != "avro")
-                if untimed.height:
-                    self.dead_letter(untimed, EventTimeError(
-                        f"event time ({event_time}) is neither epoch milliseconds nor a "
-                        "datetime; convert it in the source's event_time expression"),
-                        "event_time")
+                frame = self.timed(spec, frame)
             maxima = max_event_time(frame, pl.col(TIMESTAMP))
             for node in self.topology_children(spec.topic):
                 run_node(node, frame, self, self.topology.on_error)
@@ -205,6 +196,20 @@ class BatchContext(TableLookups, ABC):
         if timers:
             for task in advanced:
                 self._fire(task, timers, wall)
+
+    def timed(self, spec: SourceSpec, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with the source's ``event_time`` in ``_timestamp`` (unchanged without
+        one); rows whose event time is invalid are dead-lettered and left out."""
+        event_time = self.topology.event_time_of(spec.topic)
+        if event_time is None:
+            return frame
+        frame, untimed = with_event_time(frame, event_time, spec.topic,
+                                         missing_is_null=spec.value_format != "avro")
+        if untimed.height:
+            self.dead_letter(untimed, EventTimeError(
+                f"event time ({event_time}) is neither epoch milliseconds nor a datetime; "
+                "convert it in the source's event_time expression"), "event_time")
+        return frame
 
     def punctuate(self, wall_ms: int | None = None) -> None:
         """Fire the wall-clock timers of every assigned task, if ``wall_ms`` (default: now) is

@@ -406,8 +406,6 @@ def table_frame(ctx: BatchContext, spec: SourceSpec, decoder: BatchDecoder,
     dead-lettered and not applied. Tombstones skip the decoder (which rejects them) and keep
     their record timestamp. Rows stay in batch order (offset order per partition).
     """
-    from headwater.streams.time import EventTimeError, with_event_time
-
     keyless = [i for i, k in enumerate(batch.keys) if k is None]
     if keyless:
         ctx.send_dead_letters([to_dead_letter(batch.record(i), TableError(
@@ -426,14 +424,7 @@ def table_frame(ctx: BatchContext, spec: SourceSpec, decoder: BatchDecoder,
         pl.Series(RAW_KEY, [batch.keys[i] for i in accepted], pl.Binary),
         pl.Series(RAW_VALUE, [batch.values[i] for i in accepted], pl.Binary),
     )
-    event_time = ctx.topology.event_time_of(spec.topic)
-    if event_time is not None:
-        decoded, untimed = with_event_time(decoded, event_time, spec.topic,
-                                           missing_is_null=spec.value_format != "avro")
-        if untimed.height:
-            ctx.dead_letter(untimed, EventTimeError(
-                f"event time ({event_time}) is neither epoch milliseconds nor a datetime"),
-                "event_time")
+    decoded = ctx.timed(spec, decoded)
     columns = [*batch.metadata([]).columns, RAW_KEY, RAW_VALUE]
     deletes = batch.metadata(tombstones).with_columns(
         pl.Series(RAW_KEY, [batch.keys[i] for i in tombstones], pl.Binary),
